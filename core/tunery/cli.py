@@ -1,0 +1,304 @@
+"""The ``tunery`` command line. Cheap to import: heavy libraries load inside commands only."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from .errors import TuneryError
+
+
+def _debug_requested() -> bool:
+    return os.environ.get("TUNERY_DEBUG", "").lower() in ("1", "true", "yes") or "--debug" in sys.argv
+
+
+class TuneryGroup(click.Group):
+    """A group that adds plugin commands (``tunery_register_commands``) and turns tunery's
+    errors into one clear line and an exit code (``--debug`` or ``TUNERY_DEBUG=1``: traceback)."""
+
+    _plugins_loaded = False
+
+    def _load_plugin_commands(self, ctx: click.Context) -> None:
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            try:
+                get_engine(ctx).hook.tunery_register_commands(cli=self)
+            except TuneryError as exc:
+                click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
+
+    def list_commands(self, ctx):
+        self._load_plugin_commands(ctx)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None:
+            self._load_plugin_commands(ctx)
+            command = super().get_command(ctx, name)
+        return command
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TuneryError as exc:
+            if _debug_requested():
+                traceback.print_exc()
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence of the CLI
+            if _debug_requested():
+                traceback.print_exc()
+            else:
+                click.echo(f"error: {type(exc).__name__}: {exc}\n(run with --debug for the traceback)", err=True)
+            ctx.exit(1)
+
+
+def get_engine(ctx: click.Context):
+    """The engine of this invocation, created once (plugins load here)."""
+    root = ctx.find_root()
+    if root.obj is None:
+        import warnings
+
+        from .engine import Engine
+        from .plugins import PluginWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PluginWarning)  # shown by `tunery plugins` and the log instead
+            root.obj = Engine()
+    return root.obj
+
+
+def _setup_logging(verbose: bool) -> None:
+    """tunery's progress on stderr; the libraries' own progress bars and chatter off."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("tunery")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+@click.group(cls=TuneryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors (or set TUNERY_DEBUG=1).")
+@click.version_option(package_name="tunery")
+def cli(debug: bool) -> None:
+    """tunery: fine-tune language models; every technique is a plugin.
+
+    \b
+    Start with:   tunery init config.yaml   then   tunery train config.yaml
+    Quick form:   tunery train --model M --method lora --format alpaca --data train.json --output-dir runs/a
+    """
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List installed plugins, their status and the members they register."""
+    infos = get_engine(ctx).plugins
+    if as_json:
+        click.echo(json.dumps([i.to_json() for i in infos], indent=2))
+        return
+    for info in infos:
+        members = "; ".join(f"{family}: {', '.join(names)}" for family, names in info.members.items() if names)
+        source = f"{info.distribution} {info.version}".strip() or "-"
+        click.echo(f"{info.name:<16} {source:<22} {info.status}")
+        if members:
+            click.echo(f"{'':<16} {members}")
+        if info.error and _debug_requested():
+            click.echo(info.error, err=True)
+
+
+@cli.command()
+@click.pass_context
+def models(ctx: click.Context) -> None:
+    """List the models that resolve offline on this machine, and where they come from."""
+    found = get_engine(ctx).list_models()
+    if not found:
+        click.echo("no model is available offline; pass a local folder or a .gguf file")
+    for m in found:
+        click.echo(f"{m.reference:<45} {m.kind:<10} {m.origin}  ({m.path})")
+
+
+# --------------------------------------------------------------------------- train
+
+
+QUICK_OPTIONS = {
+    "model": "model", "method": "method", "format": "format", "output_dir": "output_dir",
+    "quantizer": "quantizer", "evaluators": "evaluators", "max_steps": "training.max_steps",
+    "epochs": "training.epochs", "eval_data": "data.eval", "seed": "seed",
+}
+
+
+@cli.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--model", help="Model reference: hub id, local folder or .gguf file.")
+@click.option("--method", help="Tuning method plugin (see `tunery plugins`).")
+@click.option("--format", "format", help="Data formatter plugin.")
+@click.option("--data", "data", multiple=True, help="Training data: file, folder or glob (repeatable).")
+@click.option("--eval-data", help="Evaluation data file.")
+@click.option("--output-dir", help="Run folder to write.")
+@click.option("--quantizer", help="Quantizer plugin (default: none).")
+@click.option("--evaluators", help="Comma-separated evaluator plugins.")
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
+@click.option("--epochs", type=float, help="Number of epochs.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config key (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in the output folder.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.pass_context
+def train(ctx, config, data, overrides, overwrite, verbose, **quick) -> None:
+    """Fine-tune a model, from CONFIG (YAML) or from the quick-form options."""
+    _setup_logging(verbose)
+    raw: dict = {}
+    if config:
+        from .config import load_raw
+
+        raw = load_raw(config)
+    sets = [f"{QUICK_OPTIONS[k]}={json.dumps(v) if isinstance(v, str) and k != 'evaluators' else v}"
+            for k, v in quick.items() if v is not None]
+    if data:
+        sets.append(f"data.train={json.dumps(list(data))}")
+    if overwrite:
+        sets.append("overwrite=true")
+    if not config and not quick.get("model"):
+        raise click.UsageError("give a CONFIG file, or at least --model, --method, --format, --data and --output-dir")
+    engine = get_engine(ctx)
+    run_config = engine.config(raw, [*sets, *overrides])
+    click.echo(f"run: {run_config.method.name} on {run_config.model} with {run_config.format.name} data "
+               f"-> {run_config.output_dir}", err=True)
+    result = engine.train(run_config)
+    _print_samples(result.samples)
+    train_metrics = result.metrics["train"]
+    click.echo(f"trained {train_metrics['steps']} steps in {train_metrics['seconds']} s, final loss "
+               f"{train_metrics['loss']}, {train_metrics['tokens_per_s']} tokens/s")
+    for phase in ("before", "after"):
+        if result.metrics.get(phase):
+            click.echo(f"{phase:>6}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.metrics[phase].items()
+                                                   if isinstance(v, (int, float))))
+    click.echo(f"run folder: {result.output_dir}  ({result.model_dir.name}/ holds the result)")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _print_samples(samples: dict) -> None:
+    before, after = samples.get("before") or [], samples.get("after") or []
+    for i, item in enumerate(after):
+        click.echo(f"\nprompt: {item['prompt']}")
+        if i < len(before):
+            click.echo(f"  before: {before[i]['output']}")
+        click.echo(f"  after:  {item['output']}")
+    if after:
+        click.echo("")
+
+
+# --------------------------------------------------------------------------- init
+
+
+STARTER = """\
+# tunery run configuration. Every key is optional unless marked "required".
+# Run it with:  tunery train {name}
+# Override any key on the command line:  tunery train {name} --set training.max_steps=10
+
+model: HuggingFaceTB/SmolLM2-135M-Instruct   # required: hub id, local folder or .gguf file
+output_dir: runs/my-run                      # required: the run folder (never overwritten without --overwrite)
+seed: 0
+
+method:                 # required: `tunery plugins` lists the methods
+  name: lora
+  r: 16
+  alpha: 32
+  target_modules: all-linear
+
+format:                 # required: the data formatter
+  name: alpaca          # instruction / input / output rows
+
+data:
+  train: data/train.json    # required: file, folder or glob (json, jsonl, csv, parquet, txt)
+  val_split: 0.1            # or  eval: data/eval.json
+  max_length: 512
+  on_bad_row: error         # or skip (bad rows are counted and written to bad_rows.json)
+
+quantizer: none         # bnb-4bit / bnb-8bit when installed
+
+evaluators: [loss]      # measured before and after training
+
+training:
+  epochs: 3
+  learning_rate: 2.0e-4
+  batch_size: 4
+  grad_accum: 1
+
+generation:             # answered before and after training, so the change is visible
+  prompts: ["Who are you?"]
+  max_new_tokens: 48
+"""
+
+
+@cli.command()
+@click.argument("path", default="tunery.yaml", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: str, force: bool) -> None:
+    """Write a commented starter config to PATH (default tunery.yaml)."""
+    target = Path(path)
+    if target.exists() and not force:
+        raise click.UsageError(f"{target} exists; pass --force to overwrite it")
+    target.write_text(STARTER.format(name=target.name))
+    click.echo(f"wrote {target}; edit it, then run: tunery train {target}")
+
+
+# --------------------------------------------------------------------------- generate and merge
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--prompt", "prompts", multiple=True, required=True, help="Prompt text (repeatable).")
+@click.option("--chat/--no-chat", default=None, help="Apply the tokenizer's chat template (default: when it has one).")
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
+@click.pass_context
+def generate(ctx, target, prompts, chat, max_new_tokens, temperature) -> None:
+    """Generate with a run folder (base + adapter, or full model) or any model reference."""
+    _setup_logging(False)
+    outputs = get_engine(ctx).generate(target, list(prompts), chat=chat, max_new_tokens=max_new_tokens,
+                                       temperature=temperature)
+    for prompt, output in zip(prompts, outputs):
+        if len(prompts) > 1:
+            click.echo(f"### {prompt}")
+        click.echo(output)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Folder for the merged model.")
+@click.pass_context
+def merge(ctx, run_dir, output_dir) -> None:
+    """Fold a run's adapter into the base weights: a standalone model folder."""
+    _setup_logging(False)
+    out = get_engine(ctx).merge(run_dir, output_dir)
+    click.echo(f"merged model written to {out}")
+
+
+def main() -> None:  # console-script entry point
+    cli(prog_name="tunery")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""The run configuration: one YAML file (plus ``--set`` overrides) that fully describes a run.
+
+Core keys are validated here; each plugin section (``method``, ``format``, ``quantizer``,
+``evaluators``) is validated by the plugin that owns it. A section is written either as a
+name (``method: lora``) or as a mapping with ``name`` and that plugin's options
+(``method: {name: lora, r: 8}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from .errors import ConfigError
+from .options import closest, coerce, parse, to_dict, unknown_key_error
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the examples come from and how they are shaped."""
+
+    train: list[str] = dataclasses.field(default_factory=list)
+    eval: list[str] = dataclasses.field(default_factory=list)
+    val_split: float = 0.0
+    max_length: int = 512
+    packing: bool = False
+    on_bad_row: Literal["error", "skip"] = "error"
+    truncation: Literal["right", "left", "drop", "error"] = "right"
+    limit: int | None = None
+
+    def validate(self, where: str) -> None:
+        if not self.train:
+            raise ConfigError(f"missing required config key '{where}.train' (a data file, folder or glob)")
+        if not 0.0 <= self.val_split < 1.0:
+            raise ConfigError(f"config key '{where}.val_split' must be in [0, 1), got {self.val_split}")
+        if self.max_length < 8:
+            raise ConfigError(f"config key '{where}.max_length' must be at least 8, got {self.max_length}")
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """Optimisation settings, passed to ``transformers.TrainingArguments``."""
+
+    epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    grad_accum: int = 1
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    bf16: bool | None = None  # None: on where the hardware runs bf16 fast
+    gradient_checkpointing: bool = False
+    logging_steps: int = 1
+    eval_steps: int | None = None
+    save_steps: int | None = None
+    save_total_limit: int | None = None
+    extra: dict = dataclasses.field(default_factory=dict)  # any other TrainingArguments field
+
+    def validate(self, where: str) -> None:
+        for key in ("batch_size", "grad_accum", "logging_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"config key '{where}.{key}' must be at least 1, got {getattr(self, key)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"config key '{where}.max_steps' must be a positive number of steps (or -1 for epochs)")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"config key '{where}.warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"config key '{where}.learning_rate' must be positive, got {self.learning_rate}")
+
+
+@dataclasses.dataclass
+class GenerationConfig:
+    """Prompts answered before and after training, so the change is visible."""
+
+    prompts: list[str] = dataclasses.field(default_factory=list)
+    max_new_tokens: int = 64
+    chat: bool | None = None  # None: use the chat template when the tokenizer has one
+    temperature: float = 0.0
+
+
+@dataclasses.dataclass
+class Choice:
+    """A selected plugin member and its validated options."""
+
+    name: str
+    options: Any
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **to_dict(self.options)}
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """A validated run configuration."""
+
+    model: str
+    output_dir: str
+    method: Choice
+    format: Choice
+    quantizer: Choice
+    evaluators: list[Choice]
+    data: DataConfig
+    training: TrainingConfig
+    generation: GenerationConfig
+    seed: int = 0
+    trust_remote_code: bool = False
+    overwrite: bool = False
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Choice):
+                out[f.name] = value.to_dict()
+            elif isinstance(value, list) and value and isinstance(value[0], Choice):
+                out[f.name] = [c.to_dict() for c in value]
+            elif dataclasses.is_dataclass(value):
+                out[f.name] = to_dict(value)
+            else:
+                out[f.name] = value
+        return out
+
+    def digest(self) -> str:
+        """sha256 of the resolved configuration (recorded in manifests and checkpoints)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+SECTIONS = {"method": "methods", "format": "formatters", "quantizer": "quantizers"}
+SIMPLE = {
+    "model": str, "output_dir": str, "seed": int, "trust_remote_code": bool, "overwrite": bool,
+}
+NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig}
+TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | {"evaluators"}
+
+
+def load_raw(source: Mapping[str, Any] | str | os.PathLike) -> dict:
+    """The raw mapping of a config given as a mapping or a YAML file path."""
+    if isinstance(source, Mapping):
+        return json.loads(json.dumps(source, default=str))  # a deep, plain copy
+    import yaml
+
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys, not {type(raw).__name__}")
+    base = path.parent
+    data = raw.get("data")
+    if isinstance(data, dict):  # data paths in a file are relative to the file
+        for key in ("train", "eval"):
+            if isinstance(data.get(key), str):
+                data[key] = _relative(data[key], base)
+            elif isinstance(data.get(key), list):
+                data[key] = [_relative(p, base) if isinstance(p, str) else p for p in data[key]]
+    return raw
+
+
+def _relative(value: str, base: Path) -> str:
+    """A data path written in a config file is relative to that file when it exists there."""
+    candidate = base / value
+    if not os.path.isabs(value) and (candidate.exists() or (any(ch in value for ch in "*?[") and not Path(value).parent.exists())):
+        return str(candidate)
+    return value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key.path=value`` overrides; values are read as YAML (``8`` -> int, ``[a,b]`` -> list)."""
+    import yaml
+
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key.path=value, got '{item}'")
+        path, _, text = item.partition("=")
+        keys = [k for k in path.strip().split(".") if k]
+        if not keys:
+            raise ConfigError(f"--set expects key.path=value, got '{item}'")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if isinstance(child, str) and key in SECTIONS:  # "method: lora" + --set method.r=8
+                child = {"name": child}
+            elif child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: '{'.'.join(keys[:depth + 1])}' is not a section")
+            node[key] = child
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def _section(raw: Any, where: str) -> tuple[str, dict]:
+    if isinstance(raw, str):
+        return raw, {}
+    if isinstance(raw, Mapping):
+        options = dict(raw)
+        name = options.pop("name", None)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"config key '{where}.name' is required (the plugin to use)")
+        return name, options
+    raise ConfigError(f"config key '{where}' must be a plugin name or a mapping with 'name', got {raw!r}")
+
+
+def parse_config(raw: Mapping[str, Any], registries: Mapping[str, Any]) -> RunConfig:
+    """Validate a raw config mapping against the core keys and each chosen plugin's options."""
+    raw = dict(raw)
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise unknown_key_error(key, TOP_KEYS, "")
+    for key in ("model", "output_dir", "method", "format"):
+        if raw.get(key) in (None, ""):
+            raise ConfigError(f"missing required config key '{key}'")
+    values: dict[str, Any] = {}
+    for key, tp in SIMPLE.items():
+        if key in raw:
+            values[key] = coerce(raw[key], tp, key)
+    for key, cls in NESTED.items():
+        section = raw.get(key) or {}
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {section!r}")
+        values[key] = parse(cls, section, key)
+    for key, family in SECTIONS.items():
+        name, options = _section(raw.get(key, "none"), key)
+        member = _member(registries[family], name, key)
+        values[key] = Choice(name, member.parse_options(options, key))
+    evaluators = raw.get("evaluators")
+    if evaluators is None:  # the defaults that can measure this formatter's data
+        task = registries["formatters"].get(values["format"].name).task
+        evaluators = [e.name for e in registries["evaluators"] if e.default and task in e.tasks]
+    if isinstance(evaluators, str):
+        evaluators = [e.strip() for e in evaluators.split(",") if e.strip()]
+    if not isinstance(evaluators, list):
+        raise ConfigError(f"config key 'evaluators' must be a list of evaluator names or mappings, got {evaluators!r}")
+    choices = []
+    for i, item in enumerate(evaluators):
+        name, options = _section(item, f"evaluators[{i}]")
+        member = _member(registries["evaluators"], name, f"evaluators[{i}]")
+        choices.append(Choice(name, member.parse_options(options, f"evaluators[{i}]")))
+    values["evaluators"] = choices
+    return RunConfig(**values)
+
+
+def _member(registry, name: str, where: str):
+    if name not in registry:
+        installed = ", ".join(registry.names()) or "none"
+        raise ConfigError(
+            f"config key '{where}': no {registry.family[:-1]} named '{name}'{closest(name, registry.names())}; "
+            f"installed: {installed}"
+        )
+    return registry.get(name)
+
+
+def dump_yaml(config: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,126 @@
+"""The Engine: tunery's Python API. Each engine owns its plugins; there is no global state."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import ModelSourceError, PluginError
+from .plugins import PluginHost, PluginInfo
+
+log = logging.getLogger("tunery")
+
+
+class Engine:
+    """Runs fine-tuning jobs with a set of plugins.
+
+    ``autoload`` loads the plugins installed in the entry-point group ``tunery`` (subject to the
+    ``TUNERY_*`` switches in ``env``); ``plugins`` are extra plugin objects registered directly,
+    e.g. by a platform or a test. ``env`` defaults to ``os.environ``; ``cache_dir`` to
+    ``$TUNERY_CACHE`` or ``~/.cache/tunery``.
+    """
+
+    def __init__(self, *, autoload: bool = True, plugins: Iterable[Any] = (),
+                 env: Mapping[str, str] | None = None, cache_dir: str | os.PathLike | None = None):
+        self.env = dict(os.environ if env is None else env)
+        self.host = PluginHost(self.env, autoload=autoload, plugins=plugins)
+        self.cache_dir = Path(cache_dir or self.env.get("TUNERY_CACHE") or Path.home() / ".cache" / "tunery")
+
+    # ------------------------------------------------------------------ plugins
+
+    @property
+    def hook(self):
+        """The pluggy hook relay (``engine.hook.tunery_...``)."""
+        return self.host.hook
+
+    @property
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin seen, loaded or not, with its status and members."""
+        return sorted(self.host.infos.values(), key=lambda i: i.name)
+
+    def register(self, plugin: Any, name: str | None = None) -> PluginInfo:
+        """Register one more plugin object after creation."""
+        return self.host.add(plugin, name=name)
+
+    @property
+    def methods(self):
+        return self.host.registries["methods"]
+
+    @property
+    def formatters(self):
+        return self.host.registries["formatters"]
+
+    @property
+    def quantizers(self):
+        return self.host.registries["quantizers"]
+
+    @property
+    def evaluators(self):
+        return self.host.registries["evaluators"]
+
+    def notify(self, hook: str, **kwargs) -> None:
+        """Call every implementation of a lifecycle hook, each in its own guard: a plugin that
+        raises is logged with its name (and re-raised in strict mode); the others still run."""
+        for impl in getattr(self.hook, hook).get_hookimpls():
+            try:
+                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+            except Exception as exc:  # noqa: BLE001 - an observer must not break a run
+                if self.host.strict:
+                    raise PluginError(f"plugin '{impl.plugin_name}' failed in {hook}: {exc}") from exc
+                log.warning("plugin '%s' failed in %s: %s: %s", impl.plugin_name, hook, type(exc).__name__, exc)
+
+    # ------------------------------------------------------------------ configuration and runs
+
+    def config(self, source: Mapping[str, Any] | str | os.PathLike, overrides: Iterable[str] = ()):
+        """Validate a config (mapping or YAML path) with ``key.path=value`` overrides -> RunConfig."""
+        from .config import apply_overrides, load_raw, parse_config
+
+        raw = apply_overrides(load_raw(source), list(overrides))
+        return parse_config(raw, self.host.registries)
+
+    def train(self, config: Any, overrides: Iterable[str] = ()):
+        """Run a training job (config mapping, YAML path or RunConfig) and return a RunResult."""
+        from .config import RunConfig
+        from .run import execute
+
+        if not isinstance(config, RunConfig):
+            config = self.config(config, overrides)
+        return execute(self, config)
+
+    run = train
+
+    def resolve_model(self, reference: str):
+        """Local files for a model reference, asked of the model-source plugins in turn."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        resolved = self.hook.tunery_resolve_model(reference=str(reference), cache_dir=str(self.cache_dir))
+        if resolved is None:
+            raise ModelSourceError(
+                f"no model source knows '{reference}': it is not a local folder or file, nor a known hub id; "
+                "`tunery models` lists the models available offline"
+            )
+        return resolved
+
+    def list_models(self) -> list:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        return [m for found in self.hook.tunery_list_models(cache_dir=str(self.cache_dir)) for m in found or []]
+
+    def load(self, target: str, task: str | None = None):
+        """Load a run folder or a model reference for inference -> LoadedModel."""
+        from .runs import load
+
+        return load(self, str(target), task)
+
+    def generate(self, target: str, prompts: list[str], **options) -> list[str]:
+        """Generate a completion of each prompt with a run folder or model (see tunery.generation)."""
+        from .generation import generate
+
+        loaded = self.load(target)
+        return generate(loaded.model, loaded.tokenizer, prompts, **options)
+
+    def merge(self, run_dir: str, output_dir: str) -> Path:
+        """Fold a run's tuning into the base weights and write a standalone model folder."""
+        from .runs import merge
+
+        return merge(self, str(run_dir), str(output_dir))

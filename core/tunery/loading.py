@@ -1,0 +1,68 @@
+"""Loading tokenizers and models from resolved local files (heavy imports inside functions)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .errors import ModelSourceError
+from .models import ResolvedModel
+
+log = logging.getLogger("tunery")
+
+
+def _kwargs(resolved: ResolvedModel, trust_remote_code: bool) -> dict:
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if resolved.gguf_file:
+        kwargs["gguf_file"] = resolved.gguf_file
+    return kwargs
+
+
+def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
+    """The model's tokenizer, with a pad token (the eos token when the model has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path, **_kwargs(resolved, trust_remote_code))
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"could not load the tokenizer of '{resolved.reference}' from {resolved.path}: {exc}") from None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelSourceError(f"the tokenizer of '{resolved.reference}' has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    resolved: ResolvedModel,
+    task: str,
+    *,
+    label_names: list[str] | None = None,
+    num_labels: int | None = None,
+    pad_token_id: int | None = None,
+    extra: dict | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load ``resolved`` with the head for ``task`` (``causal_lm`` or ``classification``)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs = _kwargs(resolved, trust_remote_code)
+    kwargs.update(extra or {})
+    kwargs.setdefault("dtype", torch.float32)
+    if task == "classification":
+        cls = AutoModelForSequenceClassification
+        if label_names:
+            kwargs.update(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                          label2id={n: i for i, n in enumerate(label_names)})
+        elif num_labels:
+            kwargs["num_labels"] = num_labels
+    else:
+        cls = AutoModelForCausalLM
+    try:
+        model = cls.from_pretrained(resolved.path, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelSourceError(f"could not load '{resolved.reference}' from {resolved.path} as {task}: {exc}") from None
+    if getattr(model.config, "pad_token_id", None) is None and pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    return model

@@ -1,0 +1,173 @@
+"""Base classes of the four plugin families: what a method, formatter, quantizer or evaluator is.
+
+A plugin subclasses one of these, sets ``name`` (and ``Options``, a dataclass of its config
+section), and registers an instance through the matching ``tunery_register_*`` hook. This
+module is imported at start-up: keep it free of heavy imports, and keep heavy imports of your
+own member inside its methods.
+
+Tasks. A formatter produces examples for one *data task*:
+
+* ``causal_lm`` -- ``{"input_ids", "labels"}`` (labels ``-100`` where no loss is taken);
+* ``classification`` -- ``{"input_ids", "labels": int}``;
+* ``preference`` -- ``{"chosen_input_ids", "chosen_labels", "rejected_input_ids",
+  "rejected_labels"}`` (plus optional ``margin``).
+
+A method lists the data tasks it can train in ``tasks`` and says which model head it needs
+with :meth:`Method.model_task`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+from .errors import IncompatibleError
+from .options import NoOptions, parse
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run import RunContext
+
+DATA_TASKS = ("causal_lm", "classification", "preference")
+
+
+class Member:
+    """Common part of every plugin member."""
+
+    #: The name users select the member by (``--method lora``). Lower case, no spaces.
+    name: ClassVar[str] = ""
+    #: One line shown by ``tunery plugins``.
+    description: ClassVar[str] = ""
+    #: Dataclass of this member's config section; its fields are the valid keys.
+    Options: ClassVar[type] = NoOptions
+    #: Import names this member needs beyond tunery's own dependencies (e.g. ``["bitsandbytes"]``).
+    #: When one is missing the plugin is listed as ``unavailable: missing dependency X``.
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def parse_options(self, raw: Mapping[str, Any] | None, where: str) -> Any:
+        """Validate this member's config section; ``where`` is its key path for messages."""
+        return parse(self.Options, raw, where)
+
+    def describe_options(self) -> dict[str, Any]:
+        """Default value of each option (for ``tunery init`` and the docs)."""
+        out = {}
+        for f in dataclasses.fields(self.Options):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+        return out
+
+
+class Method(Member):
+    """A tuning method: decides what is trainable and how, and how the result is saved."""
+
+    family: ClassVar[str] = "methods"
+    #: Data tasks this method can train (see the module docstring).
+    tasks: ClassVar[frozenset[str]] = frozenset({"causal_lm", "classification"})
+    #: Whether the base model may be quantized (QLoRA-style training).
+    accepts_quantized: ClassVar[bool] = False
+    #: Whether :meth:`merge` can fold the result into the base weights.
+    can_merge: ClassVar[bool] = False
+    #: Whether several examples may be packed into one training row.
+    supports_packing: ClassVar[bool] = True
+    #: Whether a tuned causal LM can generate text.
+    can_generate: ClassVar[bool] = True
+    #: ``"adapter"`` (the run folder holds ``adapter/``) or ``"model"`` (``model/``).
+    output_kind: ClassVar[str] = "adapter"
+
+    def check(self, options: Any, run: RunContext) -> None:
+        """Refuse impossible combinations before any weights load (raise IncompatibleError)."""
+
+    def model_task(self, data_task: str) -> tuple[str, int | None]:
+        """The model head to load for ``data_task``: ``("causal_lm", None)`` or
+        ``("classification", num_labels)`` (``None`` = number of labels in the data)."""
+        if data_task == "classification":
+            return "classification", None
+        return "causal_lm", None
+
+    def fully_trained_modules(self, options: Any, run: RunContext) -> list[str]:
+        """Names of modules this method trains in full; quantizers leave them unquantized."""
+        return []
+
+    def prepare(self, model: Any, options: Any, run: RunContext) -> Any:
+        """Make ``model`` trainable (wrap it, freeze parts) and return the model to train."""
+        raise NotImplementedError
+
+    def compute_loss(self, model: Any, inputs: dict, options: Any, run: RunContext) -> Any:
+        """The training loss for one batch, or ``None`` to use the model's own loss."""
+        return None
+
+    def callbacks(self, options: Any, run: RunContext) -> list:
+        """Extra ``transformers.TrainerCallback`` objects for the training loop."""
+        return []
+
+    def save(self, model: Any, path: str, options: Any, run: RunContext) -> None:
+        """Write the trained result to ``path`` (an empty folder) in a standard format."""
+        raise NotImplementedError
+
+    def load(self, base_model: Any, path: str, options: Any) -> Any:
+        """Load what :meth:`save` wrote onto ``base_model``; return a model ready for inference."""
+        raise NotImplementedError
+
+    def merge(self, model: Any, options: Any) -> Any:
+        """Return a plain ``transformers`` model with the tuning folded into its weights."""
+        raise IncompatibleError(
+            f"method '{self.name}' cannot be merged into the base weights; use the run's {self.output_kind} folder"
+        )
+
+
+class Formatter(Member):
+    """A data formatter: turns one raw row into model-ready examples."""
+
+    family: ClassVar[str] = "formatters"
+    #: The data task of the examples this formatter produces.
+    task: ClassVar[str] = "causal_lm"
+
+    def format(self, row: Mapping[str, Any], tokenizer: Any, options: Any, run: RunContext) -> dict | list[dict]:
+        """Return one example (or a list, e.g. windows of a long text) for ``row``.
+
+        Raise :class:`tunery.RowError` with a short reason for a bad row; the pipeline adds the
+        file and row number. Never drop a row silently."""
+        raise NotImplementedError
+
+    def label_names(self, rows: list[Mapping[str, Any]], options: Any) -> list[str] | None:
+        """Classification only: the ordered label names found in (or configured for) the data."""
+        return None
+
+
+class Quantizer(Member):
+    """A quantizer: how the base weights are loaded and stored."""
+
+    family: ClassVar[str] = "quantizers"
+    #: Whether the weights end up quantized (methods with ``accepts_quantized=False`` refuse it).
+    quantizes: ClassVar[bool] = True
+
+    def check(self, options: Any, run: RunContext) -> None:
+        """Refuse an unusable platform or a missing library before any weights load."""
+
+    def load_kwargs(self, options: Any, keep_modules: list[str], run: RunContext) -> dict:
+        """Extra keyword arguments for ``from_pretrained`` (e.g. ``quantization_config``).
+        ``keep_modules`` must stay unquantized (fresh heads, fully trained modules)."""
+        return {}
+
+    def prepare(self, model: Any, options: Any, run: RunContext) -> Any:
+        """Prepare the loaded model for training (e.g. k-bit preparation); return it."""
+        return model
+
+
+class Evaluator(Member):
+    """An evaluator: measures a model on data."""
+
+    family: ClassVar[str] = "evaluators"
+    #: Data tasks this evaluator can measure.
+    tasks: ClassVar[frozenset[str]] = frozenset(DATA_TASKS)
+    #: Whether a run that names no evaluators uses this one (for the tasks it handles).
+    default: ClassVar[bool] = False
+
+    def evaluate(self, model: Any, dataset: Any, options: Any, run: RunContext) -> dict[str, Any]:
+        """Return metrics (plain numbers; names without the evaluator prefix) for ``dataset``
+        (a list of examples from the run's formatter)."""
+        raise NotImplementedError
+
+
+FAMILIES = {cls.family: cls for cls in (Method, Formatter, Quantizer, Evaluator)}

@@ -1,0 +1,73 @@
+"""Shared machinery for methods built on ``peft`` (LoRA, IA3, prefix tuning, ...).
+
+A peft-based method subclasses :class:`PeftMethod` and implements :meth:`PeftMethod.peft_config`;
+wrapping, saving (safetensors, loadable with ``peft.PeftModel.from_pretrained``), loading and
+merging are shared. Third-party plugins may use it the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from .errors import IncompatibleError
+from .members import Method
+
+TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classification": "SEQ_CLS"}
+REGEX_CHARS = re.compile(r"[.*+?^$|()\[\]\\]")
+
+
+def target_modules(value: str | list[str] | None) -> str | list[str] | None:
+    """peft's ``target_modules`` from a config value: ``all-linear``, a regex, or names
+    (a list, or one comma-separated string)."""
+    if value is None or isinstance(value, list):
+        return value
+    if value == "all-linear" or REGEX_CHARS.search(value):
+        return value
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+class PeftMethod(Method):
+    """A method whose trainable part is a peft adapter."""
+
+    output_kind: ClassVar[str] = "adapter"
+
+    def peft_config(self, model: Any, options: Any, run: Any) -> Any:
+        """The ``peft.PeftConfig`` to wrap ``model`` with (``task_type`` is filled in for you)."""
+        raise NotImplementedError
+
+    def prepare(self, model: Any, options: Any, run: Any) -> Any:
+        from peft import get_peft_model
+
+        config = self.peft_config(model, options, run)
+        if getattr(config, "task_type", None) is None:
+            config.task_type = TASK_TYPES[run.model_task]
+        try:
+            peft_model = get_peft_model(model, config)
+        except ValueError as exc:
+            raise IncompatibleError(f"method '{self.name}' cannot wrap this model: {exc}") from None
+        if run.model_task == "causal_lm" and getattr(model.config, "use_cache", None):
+            model.config.use_cache = False  # no KV cache while training
+        return peft_model
+
+    def save(self, model: Any, path: str, options: Any, run: Any) -> None:
+        model.save_pretrained(path, safe_serialization=True)
+
+    def load(self, base_model: Any, path: str, options: Any) -> Any:
+        from peft import PeftModel
+
+        if getattr(base_model.config, "use_cache", None) is False:
+            base_model.config.use_cache = True
+        return PeftModel.from_pretrained(base_model, path, is_trainable=False)
+
+    def merge(self, model: Any, options: Any) -> Any:
+        if not self.can_merge:
+            return super().merge(model, options)
+        return model.merge_and_unload()
+
+
+def trainable_summary(model: Any) -> dict[str, int | float]:
+    """Trainable and total parameter counts of ``model``."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "total": total, "percent": round(100.0 * trainable / max(total, 1), 4)}

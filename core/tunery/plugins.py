@@ -1,0 +1,204 @@
+"""The plugin manager: discovers plugins, isolates broken ones, and fills the registries.
+
+Plugins come from the entry-point group ``tunery`` (the entry point's name is the plugin's
+name) or are passed in directly. Each plugin is loaded, registered and asked for its members
+inside its own guard: a plugin that fails is recorded with its reason and removed, and every
+other plugin keeps working. Environment switches (read from the mapping given to the host):
+
+* ``TUNERY_PLUGINS=a,b`` -- load only these entry points;
+* ``TUNERY_DISABLE_PLUGINS=a,b`` -- never load these;
+* ``TUNERY_DISABLE_AUTOLOAD=1`` -- load no entry point at all (only plugins passed in);
+* ``TUNERY_STRICT_PLUGINS=1`` -- a failing plugin is fatal (:class:`~tunery.errors.PluginError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata as metadata
+import importlib.util
+import logging
+import traceback
+import warnings
+from typing import Any, Iterable, Mapping
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+from .members import FAMILIES
+from .registry import Registry
+
+log = logging.getLogger("tunery.plugins")
+
+ENTRY_POINT_GROUP = "tunery"
+REGISTRATION_HOOKS = {family: f"tunery_register_{family}" for family in FAMILIES}
+
+
+class PluginWarning(UserWarning):
+    """Warned when a plugin fails to load and is skipped."""
+
+
+@dataclasses.dataclass
+class PluginInfo:
+    """What ``tunery plugins`` shows for one plugin."""
+
+    name: str
+    distribution: str = ""
+    version: str = ""
+    status: str = "ok"
+    members: dict[str, list[str]] = dataclasses.field(default_factory=lambda: {f: [] for f in FAMILIES})
+    hooks: list[str] = dataclasses.field(default_factory=list)
+    error: str = ""  # the traceback of a failure, for --debug
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "status": self.status,
+            "members": self.members,
+            "hooks": self.hooks,
+        }
+
+
+def _env_list(env: Mapping[str, str], key: str) -> set[str] | None:
+    value = env.get(key)
+    if value is None:
+        return None
+    return {v.strip() for v in value.split(",") if v.strip()}
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _failure_status(exc: BaseException) -> str:
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return f"unavailable: missing dependency {exc.name.split('.')[0]}"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"failed: {type(exc).__name__}{': ' + text if text else ''}"
+
+
+class PluginHost:
+    """A pluggy manager plus the four registries and a record of every plugin."""
+
+    def __init__(self, env: Mapping[str, str], autoload: bool = True, plugins: Iterable[Any] = ()):
+        self.pm = pluggy.PluginManager("tunery")
+        self.pm.add_hookspecs(hookspecs)
+        self.registries: dict[str, Registry] = {family: Registry(family) for family in FAMILIES}
+        self.infos: dict[str, PluginInfo] = {}
+        self.strict = _truthy(env.get("TUNERY_STRICT_PLUGINS"))
+        if autoload and not _truthy(env.get("TUNERY_DISABLE_AUTOLOAD")):
+            self._load_entry_points(_env_list(env, "TUNERY_PLUGINS"), _env_list(env, "TUNERY_DISABLE_PLUGINS") or set())
+        for plugin in plugins:
+            self.add(plugin)
+
+    @property
+    def hook(self):
+        return self.pm.hook
+
+    # ------------------------------------------------------------------ loading
+
+    def _load_entry_points(self, allow: set[str] | None, block: set[str]) -> None:
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(ep.name, dist.metadata["Name"] if dist else "", dist.version if dist else "")
+            if ep.name in block or (allow is not None and ep.name not in allow):
+                info.status = "disabled"
+                self.infos.setdefault(ep.name, info)
+                continue
+            if ep.name in self.infos:
+                self._fail(info, PluginError(
+                    f"plugin name '{ep.name}' is also provided by distribution '{self.infos[ep.name].distribution}'"
+                ), record=False)
+                continue
+            try:
+                obj = ep.load()
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - any failure of a plugin is isolated
+                self._fail(info, exc)
+                continue
+            self._register(obj, info)
+
+    def add(self, plugin: Any, name: str | None = None, distribution: str = "", version: str = "") -> PluginInfo:
+        """Register a plugin object (a module, class or instance with hook implementations)."""
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        if name in self.infos and self.infos[name].status != "disabled":
+            raise PluginError(f"a plugin named '{name}' is already registered")
+        return self._register(plugin, PluginInfo(name, distribution, version))
+
+    def _register(self, obj: Any, info: PluginInfo) -> PluginInfo:
+        self.infos[info.name] = info
+        try:
+            self.pm.register(obj, name=info.name)
+            callers = self.pm.get_hookcallers(obj) or []
+            unknown = [c.name for c in callers if not c.has_spec()]
+            if unknown:
+                raise PluginError(
+                    f"unknown hook {', '.join(unknown)} (valid hooks: see tunery.hookspecs; "
+                    f"closest: {', '.join(self._closest_hook(u) for u in unknown)})"
+                )
+            info.hooks = sorted(c.name for c in callers)
+            for family, hook_name in REGISTRATION_HOOKS.items():
+                registry = self.registries[family]
+                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                    if impl.plugin is obj:
+                        impl.function(registry=registry.bound(info.name, info.distribution))
+                info.members[family] = registry.by_plugin(info.name)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any failure of a plugin is isolated
+            for registry in self.registries.values():
+                registry.remove_plugin(info.name)
+            if self.pm.is_registered(obj):
+                self.pm.unregister(obj)
+            self._fail(info, exc)
+            return info
+        missing = self._missing_requirements(info)
+        if missing:
+            info.status = f"unavailable: missing dependency {missing}"
+        return info
+
+    def _closest_hook(self, name: str) -> str:
+        import difflib
+
+        names = [n for n in dir(hookspecs) if n.startswith("tunery_")]
+        match = difflib.get_close_matches(name, names, n=1)
+        return match[0] if match else "?"
+
+    def _missing_requirements(self, info: PluginInfo) -> str | None:
+        for family, names in info.members.items():
+            for name in names:
+                for module in self.registries[family].get(name).requires:
+                    if importlib.util.find_spec(module) is None:
+                        return module
+        return None
+
+    def _fail(self, info: PluginInfo, exc: BaseException, record: bool = True) -> None:
+        info.status = _failure_status(exc)
+        info.error = "".join(traceback.format_exception(exc))
+        if record:
+            self.infos[info.name] = info
+        message = f"plugin '{info.name}' ({info.distribution or 'no distribution'}) was skipped: {info.status}"
+        if self.strict:
+            raise PluginError(message + " (TUNERY_STRICT_PLUGINS is set)") from exc
+        log.warning(message)
+        warnings.warn(message, PluginWarning, stacklevel=2)
+
+    # ------------------------------------------------------------------ queries
+
+    def plugin_of(self, family: str, name: str) -> PluginInfo:
+        return self.infos[self.registries[family].entry(name).plugin]
+
+    def require_available(self, family: str, name: str) -> None:
+        """Raise a PluginError with an install hint when a member's dependency is missing."""
+        member = self.registries[family].get(name)
+        for module in member.requires:
+            if importlib.util.find_spec(module) is None:
+                hint = getattr(member, "install_hint", "") or f"pip install {module}"
+                raise PluginError(f"{family[:-1]} '{name}' needs the package '{module}', which is not installed; {hint}")

@@ -1,0 +1,485 @@
+"""One training run, start to finish: the flow every plugin takes part in.
+
+config -> checks -> model source -> tokenizer -> data -> model (+quantizer) -> method ->
+evaluate (before) -> train (transformers.Trainer) -> save -> evaluate (after) -> run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from . import data as datapipe
+from .config import RunConfig, dump_yaml
+from .errors import ConfigError, DataError, IncompatibleError, TrainingError
+from .loading import load_model, load_tokenizer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Engine
+    from .models import ResolvedModel
+
+log = logging.getLogger("tunery")
+
+RUN_FILES = ("adapter", "model", "checkpoints", "metrics.json", "train_log.jsonl", "config.yaml",
+             "manifest.json", "samples.json", "bad_rows.json", "report.md", "loss.png")
+HEAD_MODULES = ("classifier", "score", "lm_head")  # never quantized: heads are trained or tied
+
+
+@dataclasses.dataclass
+class RunContext:
+    """Everything a plugin may need during a run. Plugins read it; only the core writes it."""
+
+    config: RunConfig
+    output_dir: Path
+    engine: Engine
+    data_task: str
+    model_task: str = "causal_lm"
+    num_labels: int | None = None
+    label_names: list[str] | None = None
+    tokenizer: Any = None
+    model_source: ResolvedModel | None = None
+    total_steps: int | None = None
+    device: Any = None
+    state: dict = dataclasses.field(default_factory=dict)  # free space for plugins, keyed by plugin name
+
+    # The chosen members, looked up once.
+    @property
+    def method(self):
+        return self.engine.methods.get(self.config.method.name)
+
+    @property
+    def formatter(self):
+        return self.engine.formatters.get(self.config.format.name)
+
+    @property
+    def quantizer(self):
+        return self.engine.quantizers.get(self.config.quantizer.name)
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantizer.quantizes
+
+    def notify(self, hook: str, **kwargs) -> None:
+        """Call a lifecycle hook; a plugin that raises is reported by name and the run goes on."""
+        self.engine.notify(hook, run=self, **kwargs)
+
+    def batches(self, examples: list[dict], batch_size: int | None = None) -> Iterator[dict]:
+        """Padded batches of ``examples`` on the model's device, in order."""
+        from .collate import Collator
+
+        collate = Collator(self.tokenizer.pad_token_id)
+        size = batch_size or self.config.training.batch_size
+        for start in range(0, len(examples), size):
+            batch = collate(examples[start:start + size])
+            yield {k: v.to(self.device) if self.device is not None else v for k, v in batch.items()}
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    output_dir: Path
+    model_dir: Path
+    metrics: dict
+    samples: dict = dataclasses.field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_compatibility(run: RunContext) -> None:
+    """Refuse impossible combinations before any weights load, naming both parts and a way out."""
+    engine, config = run.engine, run.config
+    method, formatter, quantizer = run.method, run.formatter, run.quantizer
+    for family, choice in (("methods", config.method), ("formatters", config.format), ("quantizers", config.quantizer)):
+        engine.host.require_available(family, choice.name)
+    if formatter.task not in method.tasks:
+        able = [m.name for m in engine.methods if formatter.task in m.tasks]
+        raise IncompatibleError(
+            f"method '{method.name}' cannot train {formatter.task} data (from formatter '{formatter.name}'); "
+            f"methods that can: {', '.join(able) or 'none installed'}"
+        )
+    if quantizer.quantizes and not method.accepts_quantized:
+        able = [m.name for m in engine.methods if m.accepts_quantized]
+        raise IncompatibleError(
+            f"method '{method.name}' cannot train a quantized base (quantizer '{quantizer.name}'); "
+            f"use quantizer 'none', or a method that can: {', '.join(able) or 'none installed'}"
+        )
+    if config.data.packing and not method.supports_packing:
+        raise IncompatibleError(f"method '{method.name}' does not support sequence packing; set data.packing=false")
+    for i, choice in enumerate(config.evaluators):
+        evaluator = engine.evaluators.get(choice.name)
+        engine.host.require_available("evaluators", choice.name)
+        if formatter.task not in evaluator.tasks:
+            raise IncompatibleError(
+                f"evaluator '{choice.name}' (evaluators[{i}]) cannot measure {formatter.task} data "
+                f"from formatter '{formatter.name}'; it handles: {', '.join(sorted(evaluator.tasks))}"
+            )
+    quantizer.check(config.quantizer.options, run)
+    method.check(config.method.options, run)
+
+
+def prepare_output_dir(config: RunConfig) -> Path:
+    """The run folder; one that holds another run is only reused with ``overwrite``."""
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir '{out}' is a file, not a folder")
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing:
+        if not config.overwrite:
+            raise ConfigError(
+                f"output_dir '{out}' already holds a run ({', '.join(existing)}); "
+                "pass --overwrite (overwrite: true) to replace it, or choose another folder"
+            )
+        for name in existing:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def build_data(run: RunContext) -> tuple[list[dict], list[dict], dict]:
+    """Train and eval examples plus the data summary; bad rows follow ``data.on_bad_row``."""
+    cfg = run.config.data
+    formatter, options = run.formatter, run.config.format.options
+    rows, train_files, problems = datapipe.load_rows(cfg.train, cfg.limit)
+    eval_rows, eval_files, eval_problems = datapipe.load_rows(cfg.eval) if cfg.eval else ([], [], [])
+    if run.data_task == "classification":
+        names = formatter.label_names([r.values for r in rows if isinstance(r.values, dict)], options)
+        if not names:
+            raise DataError(f"formatter '{formatter.name}' found no labels in the training data")
+        run.label_names = list(names)
+    train, cut = datapipe.format_rows(rows, formatter, options, run.tokenizer, run, problems)
+    evaluation, eval_cut = datapipe.format_rows(eval_rows, formatter, options, run.tokenizer, run, eval_problems)
+    for what, found in (("training", problems), ("evaluation", eval_problems)):
+        if found and cfg.on_bad_row == "error":
+            raise DataError(datapipe.problems_message(found, what), found)
+    if problems or eval_problems:
+        datapipe.write_problems(problems + eval_problems, str(run.output_dir / "bad_rows.json"))
+        log.warning("skipped %d bad row(s); see %s", len(problems) + len(eval_problems), run.output_dir / "bad_rows.json")
+    if not train:
+        raise DataError(f"no usable training example in {', '.join(train_files)}")
+    if cfg.val_split and not evaluation:
+        order = list(range(len(train)))
+        random.Random(run.config.seed).shuffle(order)
+        n_eval = max(1, int(round(len(train) * cfg.val_split)))
+        if n_eval >= len(train):
+            raise DataError(f"data.val_split={cfg.val_split} leaves no training example out of {len(train)}")
+        held = set(order[:n_eval])
+        evaluation = [train[i] for i in sorted(held)]
+        train = [ex for i, ex in enumerate(train) if i not in held]
+    summary = {
+        "train": datapipe.Examples(train, train_files, len(rows), problems, cut).summary(),
+        "eval": datapipe.Examples(evaluation, eval_files, len(eval_rows), eval_problems, eval_cut).summary(),
+        "labels": run.label_names,
+    }
+    return train, evaluation, summary
+
+
+def planned_steps(config: RunConfig, n_examples: int) -> int:
+    t = config.training
+    if t.max_steps > 0:
+        return t.max_steps
+    per_epoch = math.ceil(n_examples / t.batch_size / t.grad_accum)
+    return max(1, math.ceil(per_epoch * t.epochs))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str) -> dict:
+    """Run every configured evaluator on ``examples``; returns ``{"evaluator/metric": value}``."""
+    import torch
+
+    if not examples or not run.config.evaluators:
+        return {}
+    was_training = model.training
+    model.eval()
+    metrics: dict[str, Any] = {}
+    try:
+        with torch.no_grad():
+            for choice in run.config.evaluators:
+                result = run.engine.evaluators.get(choice.name).evaluate(model, examples, choice.options, run)
+                metrics.update({f"{choice.name}/{k}": v for k, v in result.items()})
+    finally:
+        model.train(was_training)
+    run.notify("tunery_evaluation", phase=phase, metrics=metrics)
+    return metrics
+
+
+def sample_generations(run: RunContext, model: Any) -> list[dict]:
+    """Answers to ``generation.prompts`` (causal LMs only)."""
+    gen = run.config.generation
+    if not gen.prompts or run.model_task != "causal_lm" or not run.method.can_generate:
+        return []
+    from .generation import generate
+
+    outputs = generate(model, run.tokenizer, gen.prompts, max_new_tokens=gen.max_new_tokens,
+                       chat=gen.chat, temperature=gen.temperature)
+    return [{"prompt": p, "output": o} for p, o in zip(gen.prompts, outputs)]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def bf16_default() -> bool:
+    """bf16 autocast where it is fast: CUDA with bf16 support, or a CPU with AVX512-BF16/AMX."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: list[dict]):
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from .collate import Collator
+
+    t, config = run.config.training, run.config
+    collator = Collator(run.tokenizer.pad_token_id)
+    bf16 = bf16_default() if t.bf16 is None else t.bf16
+    import torch
+
+    args = dict(
+        output_dir=str(run.output_dir / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        bf16=bf16,
+        logging_steps=t.logging_steps,
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps or 500,
+        save_total_limit=t.save_total_limit,
+        gradient_checkpointing=t.gradient_checkpointing,
+        report_to=[],
+        seed=config.seed,
+        data_seed=config.seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    unknown = set(t.extra) - set(TrainingArguments.__dataclass_fields__)
+    if unknown:
+        from .options import closest
+
+        key = sorted(unknown)[0]
+        raise ConfigError(
+            f"config key 'training.extra.{key}' is not a transformers.TrainingArguments field"
+            f"{closest(key, TrainingArguments.__dataclass_fields__)}"
+        )
+    args.update(t.extra)
+    try:
+        training_args = TrainingArguments(**args)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid training settings: {exc}") from None
+
+    method, options = run.method, run.config.method.options
+
+    class TuneryTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = method.compute_loss(model, inputs, options, run)
+            if loss is None:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            return (loss, None) if return_outputs else loss
+
+    class Reporter(TrainerCallback):
+        """Writes train_log.jsonl and forwards each record and checkpoint to the hooks."""
+
+        def __init__(self):
+            self.start = time.perf_counter()
+            self.log_path = run.output_dir / "train_log.jsonl"
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            elapsed = time.perf_counter() - self.start
+            record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
+                      "tokens": collator.real_tokens, "tokens_per_s": round(collator.real_tokens / max(elapsed, 1e-9), 2),
+                      "elapsed_s": round(elapsed, 3)}
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            log.info("step %s: %s", state.global_step,
+                     ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()))
+            run.notify("tunery_log", record=record)
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                run.notify("tunery_checkpoint_saved", path=str(path), step=state.global_step)
+
+    trainer = TuneryTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation or None,
+        data_collator=collator,
+        processing_class=run.tokenizer,
+        callbacks=[Reporter(), *method.callbacks(options, run)],
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # records go to train_log.jsonl, logging and the hooks
+    trainer.tunery_collator = collator
+    return trainer
+
+
+def execute(engine: Engine, config: RunConfig) -> RunResult:
+    """Run ``config`` to the end and return its result; lifecycle hooks see every phase."""
+    formatter = engine.formatters.get(config.format.name)
+    run = RunContext(config=config, output_dir=Path(config.output_dir), engine=engine, data_task=formatter.task)
+    check_compatibility(run)
+    run.output_dir = prepare_output_dir(config)
+    (run.output_dir / "config.yaml").write_text(dump_yaml(config))
+    run.notify("tunery_run_start")
+    try:
+        result = _train(run)
+    except BaseException as exc:
+        run.notify("tunery_run_failed", error=exc)
+        raise
+    run.notify("tunery_run_end", result=result)
+    return result
+
+
+def _train(run: RunContext) -> RunResult:
+    from transformers import set_seed
+
+    config, engine = run.config, run.engine
+    method, quantizer = run.method, run.quantizer
+    started = time.perf_counter()
+    run.model_source = engine.resolve_model(config.model)
+    run.tokenizer = load_tokenizer(run.model_source, config.trust_remote_code)
+    train, evaluation, data_summary = build_data(run)
+    run.total_steps = planned_steps(config, len(train))
+    run.model_task, run.num_labels = method.model_task(run.data_task)
+    keep = list(HEAD_MODULES) + method.fully_trained_modules(config.method.options, run)
+    set_seed(config.seed)
+    model = load_model(
+        run.model_source, run.model_task, label_names=run.label_names if run.num_labels is None else None,
+        num_labels=run.num_labels, pad_token_id=run.tokenizer.pad_token_id,
+        extra=quantizer.load_kwargs(config.quantizer.options, keep, run), trust_remote_code=config.trust_remote_code,
+    )
+    model = quantizer.prepare(model, config.quantizer.options, run)
+    model = method.prepare(model, config.method.options, run)
+    trainer = build_trainer(run, model, train, evaluation)
+    run.device = trainer.args.device
+    model = trainer.model
+
+    before = evaluate(run, model, evaluation, "before")
+    samples = {"before": sample_generations(run, model)}
+    try:
+        output = trainer.train()
+    except KeyboardInterrupt:
+        raise
+    except (RuntimeError, ValueError) as exc:
+        raise TrainingError(f"training failed at step {trainer.state.global_step}: {exc}") from exc
+    model_dir = run.output_dir / method.output_kind
+    save_result(run, trainer.model, model_dir)
+    after = evaluate(run, trainer.model, evaluation, "after")
+    samples["after"] = sample_generations(run, trainer.model)
+
+    collator = trainer.tunery_collator
+    train_metrics = {
+        "loss": _last_loss(trainer), "mean_loss": output.training_loss, "steps": output.global_step,
+        "examples": len(train), "seconds": round(output.metrics.get("train_runtime", 0.0), 3),
+        "tokens": collator.real_tokens, "padded_tokens": collator.padded_tokens,
+        "tokens_per_s": round(collator.real_tokens / max(output.metrics.get("train_runtime", 1e-9), 1e-9), 2),
+    }
+    metrics = {"train": train_metrics, "before": before, "after": after, "data": data_summary,
+               "wall_seconds": round(time.perf_counter() - started, 3)}
+    if not evaluation and config.evaluators:
+        metrics["note"] = "no evaluation data: set data.val_split or data.eval to get before/after metrics"
+    _write_json(run.output_dir / "metrics.json", metrics)
+    if samples["before"] or samples["after"]:
+        _write_json(run.output_dir / "samples.json", samples)
+    _write_json(run.output_dir / "manifest.json", manifest(run))
+    return RunResult(run.output_dir, model_dir, metrics, samples)
+
+
+def _last_loss(trainer) -> float | None:
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    return losses[-1] if losses else None
+
+
+def save_result(run: RunContext, model: Any, model_dir: Path) -> None:
+    """Save the adapter or model, the tokenizer and the label map into ``model_dir``."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    run.method.save(model, str(model_dir), run.config.method.options, run)
+    run.tokenizer.save_pretrained(str(model_dir))
+    if run.label_names:
+        _write_json(model_dir / "labels.json", run.label_names)
+    run.notify("tunery_checkpoint_saved", path=str(model_dir), step=run.total_steps or 0)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _plugin_record(run: RunContext, family: str, name: str) -> dict:
+    info = run.engine.host.plugin_of(family, name)
+    return {"name": name, "plugin": info.name, "distribution": info.distribution, "version": info.version}
+
+
+def manifest(run: RunContext) -> dict:
+    """What a run was made of: versions, plugins, data hashes, seed (``manifest.json``)."""
+    import platform
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    config = run.config
+    data_files = {
+        split: [{"file": f, "sha256": datapipe.file_digest(f)} for f in datapipe.expand_paths(specs)]
+        for split, specs in (("train", config.data.train), ("eval", config.data.eval)) if specs
+    }
+    return {
+        "tunery": version("tunery"),
+        "python": platform.python_version(),
+        **{lib: version(lib) for lib in ("torch", "transformers", "peft", "datasets", "accelerate")},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seed": config.seed,
+        "config_sha256": config.digest(),
+        "model": dataclasses.asdict(run.model_source) if run.model_source else None,
+        "task": {"data": run.data_task, "model": run.model_task, "num_labels": run.num_labels,
+                 "labels": run.label_names},
+        "output": run.method.output_kind,
+        "plugins": {
+            "method": _plugin_record(run, "methods", config.method.name),
+            "format": _plugin_record(run, "formatters", config.format.name),
+            "quantizer": _plugin_record(run, "quantizers", config.quantizer.name),
+            "evaluators": [_plugin_record(run, "evaluators", c.name) for c in config.evaluators],
+        },
+        "data": data_files,
+    }

@@ -1,0 +1,76 @@
+"""Helpers formatters share: reading text columns strictly, and tokenizing prompt/response pairs
+so that the loss falls on exactly the response tokens."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .collate import IGNORE_INDEX
+from .errors import RowError
+
+
+def text_column(row: Mapping[str, Any], column: str, *, required: bool = True, allow_empty: bool = False) -> str:
+    """The string in ``row[column]``; a RowError names the column when it is missing, not text,
+    or empty."""
+    if column not in row or row[column] is None:
+        if not required:
+            return ""
+        raise RowError("missing column", f"no '{column}' (columns present: {', '.join(map(str, row)) or 'none'})")
+    value = row[column]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise RowError("wrong type", f"'{column}' must be text, got {type(value).__name__}")
+    if not allow_empty and required and not value.strip():
+        raise RowError("empty text", f"'{column}' is empty")
+    return value
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` without special tokens."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def bos_ids(tokenizer: Any) -> list[int]:
+    """``[bos]`` when the tokenizer puts a bos token before text by default, else ``[]``."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return []
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return [bos] if probe and probe[0] == bos else []
+
+
+def eos_ids(tokenizer: Any) -> list[int]:
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
+def prompt_response(tokenizer: Any, prompt: str, response: str, *, add_eos: bool = True,
+                    prompt_is_rendered: bool = False) -> dict:
+    """``{"input_ids", "labels"}`` for ``prompt + response (+eos)`` with the prompt masked.
+
+    ``prompt_is_rendered`` means ``prompt`` came from a chat template and already holds any bos."""
+    prompt_ids = ([] if prompt_is_rendered else bos_ids(tokenizer)) + encode(tokenizer, prompt)
+    response_ids = encode(tokenizer, response) + (eos_ids(tokenizer) if add_eos else [])
+    if not response_ids:
+        raise RowError("empty response", "the response has no tokens")
+    return {"input_ids": prompt_ids + response_ids,
+            "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
+
+
+def chat_prompt_response(tokenizer: Any, messages: list[dict], response: str) -> dict:
+    """Like :func:`prompt_response`, with ``messages`` rendered by the tokenizer's chat template
+    and ``response`` as the assistant's reply. The template's end-of-turn tokens are learned."""
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
+    if not full.startswith(prompt):  # a template that rewrites earlier turns: fall back to prompt + reply
+        return prompt_response(tokenizer, prompt, response, prompt_is_rendered=True)
+    prompt_ids = encode(tokenizer, prompt)
+    rest = full[len(prompt):]
+    response_ids = encode(tokenizer, rest.rstrip("\n") if rest.endswith("\n") else rest)
+    if not response.strip() or not response_ids:
+        raise RowError("empty response", "the assistant reply is empty")
+    return {"input_ids": prompt_ids + response_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))

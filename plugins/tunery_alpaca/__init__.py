@@ -1,0 +1,78 @@
+"""Formatter ``alpaca``: instruction / input / output rows; the loss falls on the output only."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from tunery import Formatter, RowError, hookimpl
+from tunery.text import chat_prompt_response, has_chat_template, prompt_response, text_column
+
+PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
+PROMPT_WITH_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+
+
+@dataclasses.dataclass
+class AlpacaOptions:
+    """Column names and how the prompt is rendered."""
+
+    instruction: str = "instruction"
+    input: str = "input"
+    output: str = "output"
+    system: str = "system"
+    history: str = "history"
+    # auto: the tokenizer's chat template when it has one, else the Alpaca text template
+    template: Literal["auto", "alpaca", "chat"] = "auto"
+    prompt: str = PROMPT
+    prompt_with_input: str = PROMPT_WITH_INPUT
+
+
+class Alpaca(Formatter):
+    name = "alpaca"
+    description = "instruction/input/output rows (optional system and history), prompt masked"
+    task = "causal_lm"
+    Options = AlpacaOptions
+
+    def format(self, row, tokenizer, options, run):
+        instruction = text_column(row, options.instruction)
+        extra = text_column(row, options.input, required=False)
+        output = text_column(row, options.output)
+        system = text_column(row, options.system, required=False)
+        history = self._history(row, options.history)
+        use_chat = options.template == "chat" or (options.template == "auto" and has_chat_template(tokenizer))
+        if use_chat:
+            if not has_chat_template(tokenizer):
+                raise RowError("no chat template", "format.template=chat but the tokenizer has no chat template")
+            messages = [{"role": "system", "content": system}] if system else []
+            for user, assistant in history:
+                messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+            messages.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction})
+            return chat_prompt_response(tokenizer, messages, output)
+        prompt = ""
+        if system:
+            prompt += system + "\n\n"
+        for user, assistant in history:
+            prompt += PROMPT.format(instruction=user) + assistant + "\n\n"
+        template = options.prompt_with_input if extra else options.prompt
+        try:
+            prompt += template.format(instruction=instruction, input=extra)
+        except (KeyError, IndexError) as exc:
+            raise RowError("bad template", f"format.prompt uses an unknown field {exc}") from None
+        return prompt_response(tokenizer, prompt, output)
+
+    @staticmethod
+    def _history(row, column):
+        history = row.get(column)
+        if history in (None, "", []):
+            return []
+        if not isinstance(history, list) or not all(
+            isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(t, str) for t in turn)
+            for turn in history
+        ):
+            raise RowError("wrong type", f"'{column}' must be a list of [instruction, response] pairs")
+        return [tuple(turn) for turn in history]
+
+
+@hookimpl
+def tunery_register_formatters(registry):
+    registry.add(Alpaca())
