@@ -39,6 +39,9 @@ class Lora(PeftMethod):
     accepts_quantized = True
     can_merge = True
 
+    def fully_trained_modules(self, options, run):
+        return list(options.modules_to_save or [])
+
     def peft_config(self, model, options, run):
         from peft import LoraConfig
 
