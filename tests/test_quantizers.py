@@ -71,26 +71,30 @@ CASES = [
     pytest.param(("bnb-8bit", "classification"), id="bnb-8bit-classification"),
     pytest.param(("bnb-8bit", "causal"), id="bnb-8bit-causal", marks=pytest.mark.slow),
     pytest.param(("bnb-4bit", "classification"), id="bnb-4bit-classification", marks=pytest.mark.slow),
+    pytest.param(("bnb-4bit", "minilm"), id="bnb-4bit-minilm", marks=pytest.mark.slow),  # the bundled real encoder
 ]
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @pytest.fixture(scope="module", params=CASES)
 def trained(request, data, tiny_lm, tiny_encoder, tmp_path_factory):
     """One quantized LoRA run through the CLI, evaluating before and every 2 steps of training."""
     quantizer, task = request.param
-    train, evaluation, formatter = data[task]
-    model = tiny_lm if task == "causal" else tiny_encoder
+    train, evaluation, formatter = data["causal" if task == "causal" else "classification"]
+    model = {"causal": tiny_lm, "classification": tiny_encoder, "minilm": MINILM}[task]
     plugin = LogitsPlugin()
     engine = Engine(plugins=[plugin])
     out = tmp_path_factory.mktemp(f"run-{quantizer}-{task}")
     # LoRA on q/v only: after the 4-bit CPU kernel switch these got no gradient at all.
-    targets, lr = ("q_proj,v_proj", 0.01) if task == "causal" else ("query,value", 0.05)
+    targets = "q_proj,v_proj" if task == "causal" else "query,value"
+    lr = {"causal": 0.01, "classification": 0.05, "minilm": 0.01}[task]
+    checkpointing = (quantizer, task) != ("bnb-4bit", "causal")  # the k-bit default; off in one case for speed
     result = invoke(engine, "train", "--model", model, "--method", "lora", "--quantizer", quantizer,
                     "--format", formatter, "--data", train, "--eval-data", evaluation, "--output-dir", out,
                     "--evaluators", "loss,logits", "--max-steps", 6, "--overwrite",
                     "--set", f"method.target_modules={targets}", "--set", "method.r=8",
                     "--set", f"training.learning_rate={lr}", "--set", "training.batch_size=8",
-                    "--set", "quantizer.gradient_checkpointing=false",
+                    "--set", f"quantizer.gradient_checkpointing={str(checkpointing).lower()}",
                     "--set", "training.extra.eval_strategy=steps", "--set", "training.extra.eval_steps=2")
     assert result.exit_code == 0, result.output
     return {"quantizer": quantizer, "task": task, "out": out, "engine": engine,
@@ -120,7 +124,7 @@ def test_reload_onto_fresh_quantized_base_is_identical(trained):
     loaded = trained["engine"].load(str(trained["out"]))
     layers = {type(m).__name__ for m in loaded.model.modules()}
     assert QUANTIZED_LAYERS[trained["quantizer"]] in layers
-    if trained["task"] == "classification":  # the fresh head stays unquantized (it crashes on CPU otherwise)
+    if trained["task"] != "causal":  # the fresh head stays unquantized (it crashes on CPU otherwise)
         head = loaded.model.base_model.model.classifier.modules_to_save["default"]
         assert type(head) is torch.nn.Linear
     inputs, expected = trained["logits"]
@@ -136,12 +140,14 @@ def test_reload_onto_fresh_quantized_base_is_identical(trained):
 
 
 @pytest.fixture
-def refused(tiny_lm, alpaca_file, tmp_path):
-    """Run `tunery train` expecting a refusal before the run folder (let alone the weights) exists."""
+def refused(alpaca_file, tmp_path):
+    """Run `tunery train` expecting a refusal before the model is even looked up (it does not
+    exist) and before the run folder is made."""
 
     def train(quantizer, method="lora"):
         out = tmp_path / "run"
-        result = CliRunner().invoke(cli, ["train", "--model", tiny_lm, "--method", method, "--quantizer", quantizer,
+        model = tmp_path / "no-such-model"
+        result = CliRunner().invoke(cli, ["train", "--model", str(model), "--method", method, "--quantizer", quantizer,
                                           "--format", "alpaca", "--data", str(alpaca_file), "--output-dir", str(out)])
         assert result.exit_code != 0 and not out.exists(), result.output
         return result.output
@@ -153,6 +159,17 @@ def test_missing_bitsandbytes_is_one_clear_error_before_loading(monkeypatch, ref
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # find_spec and import both see it absent
     output = refused("bnb-4bit")
     assert "bitsandbytes" in output and "pip install 'tunery[bnb]'" in output
+
+
+def test_broken_bitsandbytes_is_one_clear_error(monkeypatch, tmp_path, refused):
+    fake = tmp_path / "site" / "bitsandbytes"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise OSError('libbitsandbytes_cpu.so: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "bitsandbytes", raising=False)
+    output = refused("bnb-8bit")
+    assert "bitsandbytes is installed but cannot be loaded" in output and "cannot open shared object" in output
+    assert "pip install 'tunery[bnb]'" in output
 
 
 @needs_bnb

@@ -28,10 +28,7 @@ def import_bitsandbytes(member: str):
     """Import bitsandbytes, or raise IncompatibleError saying why it is unusable and how to fix it."""
     try:
         import bitsandbytes
-    except ImportError as exc:
-        raise IncompatibleError(f"quantizer '{member}' needs bitsandbytes, which is not installed ({exc}); "
-                                f"{INSTALL_HINT}") from None
-    except Exception as exc:  # a broken native library raises RuntimeError/OSError at import time
+    except Exception as exc:  # a missing dependency or a broken native library fails at import time
         raise IncompatibleError(f"quantizer '{member}': bitsandbytes is installed but cannot be loaded "
                                 f"({type(exc).__name__}: {exc}); reinstall it: {INSTALL_HINT}") from None
     return bitsandbytes
