@@ -145,9 +145,27 @@ def test_multitask_run_skips_bad_rows_reports_each_task_and_caches(run_cli, tmp_
     second = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert second["data"]["cached"] and "[cached]" in again.output
     assert second["before"] == metrics["before"]  # the same examples, read back from the cache
-    write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS[1:11])  # a changed file is tokenised again
-    third = run_cli("train", tmp_path / "run.yaml", "--overwrite")
-    assert not json.loads((tmp_path / "run" / "metrics.json").read_text())["data"]["cached"], third.output
+
+
+def test_cache_key_follows_files_tokenizer_and_options(tmp_path):
+    from tunery import Engine
+    from tunery.datatools import fingerprint, formatting_context
+    from tunery.testing.tiny import build_tokenizer
+
+    engine, tok = Engine(), build_tokenizer(None)
+    path = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS[:3])
+
+    def key(options=None, tokenizer=tok):
+        return fingerprint(formatting_context(engine, "chat", options, tokenizer, specs=[str(path)]))
+
+    first = key()
+    assert key() == first
+    assert key({"train_on": "all"}) != first
+    other = build_tokenizer(None)
+    other.chat_template = "{{ messages }}"
+    assert key(tokenizer=other) != first
+    write_jsonl(path, CHAT_ROWS[1:4])
+    assert key() != first
 
 
 def test_classification_run_saves_the_label_map(run_cli, tmp_path, tiny_encoder):
