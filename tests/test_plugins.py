@@ -194,3 +194,47 @@ def test_cli_help_imports_no_heavy_library():
     code = code.replace("['--help']", "['plugins']")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_path):
+    make_distribution(tmp_path, "tunery-everything", {"everything": """
+        import click
+        from tunery import Evaluator, Formatter, Method, Quantizer, hookimpl
+
+        class Upper(Formatter):
+            name = 'upper'
+        class Half(Quantizer):
+            name = 'half'
+        class Count(Evaluator):
+            name = 'count'
+        class Noop(Method):
+            name = 'noop'
+
+        @hookimpl
+        def tunery_register_methods(registry):
+            registry.add(Noop())
+        @hookimpl
+        def tunery_register_formatters(registry):
+            registry.add(Upper())
+        @hookimpl
+        def tunery_register_quantizers(registry):
+            registry.add(Half())
+        @hookimpl
+        def tunery_register_evaluators(registry):
+            registry.add(Count())
+        @hookimpl
+        def tunery_register_commands(cli):
+            @cli.command()
+            @click.argument('who')
+            def hello(who):
+                '''Say hello (added by a plugin).'''
+                click.echo(f'hello {who}')
+    """}, {"everything": "everything"})
+    env = {"PYTHONPATH": str(tmp_path)}
+    listed = {p["name"]: p for p in json.loads(_cli("plugins", "--json", env_extra=env).stdout)}
+    assert listed["everything"]["distribution"] == "tunery-everything" and listed["everything"]["version"] == "0.1"
+    assert listed["everything"]["members"] == {"methods": ["noop"], "formatters": ["upper"],
+                                               "quantizers": ["half"], "evaluators": ["count"]}
+    out = _cli("hello", "world", env_extra=env)
+    assert out.returncode == 0 and out.stdout.strip() == "hello world"
+    assert "hello" in _cli("--help", env_extra=env).stdout
