@@ -87,3 +87,14 @@ def test_resolved_config_round_trips(engine):
     cfg = config(engine, method={"name": "lora", "r": 4})
     again = engine.config(cfg.to_dict())
     assert again.to_dict() == cfg.to_dict() and again.digest() == cfg.digest()
+
+
+def test_init_writes_a_starter_config_that_validates(run_cli, tmp_path, engine):
+    target = tmp_path / "starter.yaml"
+    result = run_cli("init", target)
+    assert result.exit_code == 0 and target.is_file()
+    cfg = engine.config(target)
+    assert cfg.method.name == "lora" and cfg.format.name == "alpaca" and cfg.generation.prompts
+    assert "# required" in target.read_text()  # commented for people
+    again = run_cli("init", target)
+    assert again.exit_code != 0 and "--force" in again.output
