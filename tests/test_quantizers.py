@@ -14,7 +14,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_jsonl
+from tests.conftest import write_jsonl
 
 from tunery import Engine, Evaluator, hookimpl
 from tunery.cli import cli
