@@ -2,8 +2,9 @@
 
 Every mode trains the same workload in its own subprocess, one after the other -- LoRA r16
 alpha 32 dropout 0 on all linear layers, the first 32 rows of ``alpaca_en_demo.json`` (the next
-8 for evaluation; rows whose prompt fills the max length are skipped), max length ``--max-length``, batch 4, lr 1e-3, seed 0, ``--steps`` optimizer steps,
-gradient checkpointing off everywhere -- and reports peak RSS (peak CUDA memory with
+8 for evaluation; rows whose prompt fills the max length are skipped), max length
+``--max-length``, batch 4, lr 1e-3, seed 0, ``--steps`` optimizer steps, gradient
+checkpointing off everywhere -- and reports peak RSS (peak CUDA memory with
 ``--cuda``), the base weights' size in memory, seconds per step and the eval loss before and
 after, with ratios against ``none``:
 
