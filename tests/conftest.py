@@ -23,19 +23,15 @@ def tiny_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_lm(tiny_root) -> str:
-    """Folder of a 2-layer Llama (hidden 64) with a ChatML tokenizer."""
-    from tunery.testing.tiny import cached_causal_lm
-
-    return cached_causal_lm(tiny_root)
+def tiny_lm(tunery_tiny_lm) -> str:
+    """Folder of a 2-layer Llama (hidden 64) with a ChatML tokenizer (shared with the conformance kit)."""
+    return tunery_tiny_lm
 
 
 @pytest.fixture(scope="session")
-def tiny_encoder(tiny_root) -> str:
-    """Folder of a 2-layer BERT encoder with a WordPiece tokenizer."""
-    from tunery.testing.tiny import cached_encoder
-
-    return cached_encoder(tiny_root)
+def tiny_encoder(tunery_tiny_encoder) -> str:
+    """Folder of a 2-layer BERT encoder with a WordPiece tokenizer (shared with the conformance kit)."""
+    return tunery_tiny_encoder
 
 
 @pytest.fixture(autouse=True)

@@ -91,9 +91,7 @@ def merge(engine: Engine, run_dir: str, output_dir: str) -> Path:
     config = engine.config(Path(run_dir) / "config.yaml")
     method = engine.methods.get(config.method.name)
     if not method.can_merge:
-        raise IncompatibleError(
-            f"method '{method.name}' cannot be merged into the base weights; use the run's {method.output_kind} folder"
-        )
+        raise IncompatibleError(method.merge_refusal())
     loaded = _load_run(engine, Path(run_dir), quantize=False)  # merge into full-precision weights
     merged = method.merge(loaded.model, config.method.options)
     out.mkdir(parents=True, exist_ok=True)

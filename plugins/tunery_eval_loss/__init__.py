@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 from tunery import Evaluator, hookimpl
+from tunery.scoring import loss_sum
 
 
 @dataclasses.dataclass
@@ -22,13 +23,9 @@ class Loss(Evaluator):
 
     def evaluate(self, model, dataset, options, run):
         total, count = 0.0, 0
-        for batch in run.batches(dataset, options.batch_size):
-            loss = model(**batch).loss
-            if run.model_task == "causal_lm":  # the model averages over predicted (shifted) tokens
-                n = int((batch["labels"][:, 1:] != -100).sum())
-            else:
-                n = int(batch["labels"].shape[0])
-            total += float(loss) * n
+        for batch in run.batches(dataset, options.batch_size):  # loss from the logits: the same for every method
+            loss, n = loss_sum(model, batch, run.model_task)
+            total += loss
             count += n
         mean = total / max(count, 1)
         metrics = {"loss": mean, "tokens" if run.model_task == "causal_lm" else "examples": count}
