@@ -239,3 +239,14 @@ def test_packing_is_refused_for_prompt_learning(engine, tmp_path):
         config = base_config(NO_MODEL, tmp_path, "x.json", "lora")
         config["data"]["packing"] = True
         engine.train(config)
+
+
+def test_method_plugins_and_the_pytest_plugin_are_cheap_to_import():
+    import subprocess
+    import sys
+
+    modules = [f"tunery_{name}" for name in TECHNIQUES] + ["tunery.testing", "tunery.testing.plugin"]
+    code = (f"import sys; import {', '.join(modules)}; "
+            "print([m for m in ('torch', 'transformers', 'peft', 'safetensors') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
