@@ -60,7 +60,7 @@ def run_one(method: str, task: str, data: str, out: str, steps: int, max_length:
         "model": MODELS[task], "output_dir": out, "overwrite": True, "seed": 0,
         "method": {"name": method, **METHODS[method]},
         "format": "alpaca" if task == "causal_lm" else "classification",
-        "data": {"train": [data], "max_length": max_length},
+        "data": {"train": [data], "max_length": max_length, "on_bad_row": "skip"},
         "evaluators": [],
         "training": {"max_steps": steps, "batch_size": 4, "learning_rate": LEARNING_RATES.get(method, 2e-4),
                      "logging_steps": 1, "lr_scheduler": "constant"},

@@ -250,3 +250,22 @@ def test_method_plugins_and_the_pytest_plugin_are_cheap_to_import():
             "print([m for m in ('torch', 'transformers', 'peft', 'safetensors') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_lora_layers_to_transform_with_all_linear(engine, tiny_lm):
+    from transformers import AutoModelForCausalLM
+
+    lora = engine.methods.get("lora")
+    options = lora.parse_options({"layers_to_transform": [1]}, "method")
+    model = lora.prepare(AutoModelForCausalLM.from_pretrained(tiny_lm), options, SimpleNamespace(model_task="causal_lm"))
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert len(trained) == 14 and all(".layers.1." in n for n in trained)  # 7 linear layers x (A, B)
+
+
+def test_lora_loftq_is_refused_before_loading_without_cuda(engine, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("LoftQ runs where CUDA is")
+    with pytest.raises(IncompatibleError, match="init 'loftq' needs a CUDA GPU"):
+        engine.train(base_config(NO_MODEL, tmp_path, "x.json", {"name": "lora", "init": "loftq"}))
