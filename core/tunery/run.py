@@ -115,8 +115,7 @@ def check_compatibility(run: RunContext) -> None:
             f"use quantizer 'none', or a method that can: {', '.join(able) or 'none installed'}"
         )
     if config.data.packing and not method.supports_packing:
-        raise IncompatibleError(f"method '{method.name}' does not support sequence packing (data.packing=true); "
-                                "set data.packing=false")
+        raise IncompatibleError(f"method '{method.name}' does not support sequence packing; set data.packing=false")
     if config.generation.prompts and formatter.task == "causal_lm" and not method.can_generate:
         raise IncompatibleError(f"method '{method.name}' cannot generate text, but generation.prompts is set; "
                                 "remove generation.prompts")
