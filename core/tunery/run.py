@@ -126,6 +126,10 @@ def check_compatibility(run: RunContext) -> None:
                 f"from formatter '{formatter.name}'; it handles: {', '.join(sorted(evaluator.tasks))}"
             )
     check_early_stopping(config)
+    if config.training.report_to:
+        from .progress import check_trackers
+
+        check_trackers(config.training.report_to)
     quantizer.check(config.quantizer.options, run)
     method.check(config.method.options, run)
 
@@ -256,7 +260,7 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     from .collate import Collator
 
     from .evaluation import early_stopping_args, numeric
-    from .progress import Progress, check_trackers, place_tracker_logs
+    from .progress import Progress, place_tracker_logs
 
     t, config = run.config.training, run.config
     collator = Collator(run.tokenizer.pad_token_id)
@@ -302,7 +306,6 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     evaluating = bool(t.eval_steps and run.config.evaluators)
     if evaluating:
         args.update(eval_strategy="steps", eval_steps=t.eval_steps, **early_stopping_args(config))
-    check_trackers(t.report_to)
     args.update(t.extra)
     try:
         training_args = TrainingArguments(**args)
@@ -428,9 +431,11 @@ def _train(run: RunContext) -> RunResult:
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"training failed at step {trainer.state.global_step}: {exc}") from exc
     model_dir = run.output_dir / method.output_kind
-    save_result(run, trainer.model, model_dir)
-    after = evaluate(run, trainer.model, evaluation, "after")
-    samples["after"] = sample_generations(run, trainer.model)
+    # Without accelerate's mixed-precision wrapper: measured as it is saved and reloaded.
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    save_result(run, model, model_dir)
+    after = evaluate(run, model, evaluation, "after")
+    samples["after"] = sample_generations(run, model)
 
     collator = trainer.tunery_collator
     train_metrics = {
