@@ -171,25 +171,23 @@ def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (),
 
     data = list(data)
     loaded = engine.load(target)
-    config = loaded.config
-    if config is None:
-        if format is None:
-            raise ConfigError(f"'{target}' is not a run folder: pass --format to say how to read the data")
-        config = RunConfig(model=target, output_dir=str(target), method=Choice("", None),
-                           format=_choice(engine.formatters, format, {}, "--format"), quantizer=Choice("none", None),
-                           evaluators=[], data=DataConfig(), training=TrainingConfig(), generation=GenerationConfig())
-    elif format is not None and format != config.format.name:
+    config = loaded.config or RunConfig(  # a plain model: no run settings, no formatter unless --format
+        model=target, output_dir=str(target), method=Choice("", None), format=Choice("", None),
+        quantizer=Choice("none", None), evaluators=[], data=DataConfig(), training=TrainingConfig(),
+        generation=GenerationConfig())
+    if format is not None and format != config.format.name:
         config.format = _choice(engine.formatters, format, {}, "--format")
-    formatter = engine.formatters.get(config.format.name)
+    formatter = engine.formatters.get(config.format.name) if config.format.name else None
+    task = formatter.task if formatter else loaded.task
     names = list(evaluators) or [c.name for c in config.evaluators] or [
-        e.name for e in engine.evaluators if e.default and formatter.task in e.tasks]
+        e.name for e in engine.evaluators if e.default and task in e.tasks]
     members = {name: _member(engine.evaluators, name, "--evaluator") for name in names}
     own = {c.name: c.to_dict() for c in config.evaluators}
     raw = {name: {k: v for k, v in own.get(name, {}).items() if k != "name"} for name in names}
     for name, member in members.items():
-        if formatter.task not in member.tasks:
-            raise ConfigError(f"evaluator '{name}' cannot measure {formatter.task} data (from formatter "
-                              f"'{formatter.name}'); it handles: {', '.join(sorted(member.tasks))}")
+        if task not in member.tasks:
+            raise ConfigError(f"evaluator '{name}' cannot measure {task} data; it handles: "
+                              f"{', '.join(sorted(member.tasks))} (pass --format or another --evaluator)")
         if data and not member.uses_run_data:
             raw[name]["data"] = data[0]
     apply_overrides(raw, list(overrides))
@@ -198,11 +196,13 @@ def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (),
     config.evaluators = [_choice(engine.evaluators, name, raw[name], f"evaluators[{i}]")
                          for i, name in enumerate(names)]
 
-    run = RunContext(config=config, output_dir=Path(target), engine=engine, data_task=formatter.task,
+    run = RunContext(config=config, output_dir=Path(target), engine=engine, data_task=task,
                      model_task=loaded.task, label_names=loaded.label_names, tokenizer=loaded.tokenizer,
                      device=next(loaded.model.parameters()).device)
     examples: list[dict] = []
     if any(m.uses_run_data for m in members.values()):
+        if formatter is None:
+            raise ConfigError(f"'{target}' is not a run folder: pass --format to say how to read --data")
         if data or config.data.eval:
             examples = read_examples(run, data or config.data.eval)
         elif is_run_dir(target) and config.data.val_split:  # the run's held-out split, drawn again
