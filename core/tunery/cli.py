@@ -238,13 +238,20 @@ data:
 
 quantizer: none         # bnb-4bit / bnb-8bit when installed
 
-evaluators: [loss]      # measured before and after training
+evaluators: [loss]      # measured before and after training; also classification, generation,
+                        # {{name: multiple_choice, data: questions.jsonl}}; `tunery eval` runs them later
 
 training:
   epochs: 3
   learning_rate: 2.0e-4
   batch_size: 4
   grad_accum: 1
+  eval_steps: null      # also evaluate every N steps (needed by early_stopping)
+  report_to: []         # trackers: tensorboard, wandb, mlflow (pip install 'tunery[tensorboard]')
+
+# early_stopping:       # stop when an evaluation metric stops improving; the best checkpoint is kept
+#   metric: loss/loss
+#   patience: 3
 
 generation:             # answered before and after training, so the change is visible
   prompts: ["Who are you?"]

@@ -21,8 +21,8 @@ from . import data as datapipe
 from .config import RunConfig, dump_yaml
 from .errors import ConfigError, DataError, IncompatibleError, TrainingError
 from .evaluation import best_checkpoint, check_early_stopping
-from .report import write_reports
 from .loading import load_model, load_tokenizer
+from .report import write_reports
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -258,7 +258,6 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from .collate import Collator
-
     from .evaluation import early_stopping_args, numeric
     from .progress import Progress, place_tracker_logs
 
@@ -330,7 +329,8 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
             watched = config.early_stopping.metric
             if watched and f"{metric_key_prefix}_{watched}" not in logs:
                 raise ConfigError(f"config key 'early_stopping.metric': the evaluation has no metric '{watched}'; "
-                                  f"it has: {', '.join(k for k in metrics if k != 'step')}")
+                                  f"it has: {', '.join(k for k in metrics if k != 'step') or 'none'} "
+                                  "(without evaluation data, set data.eval or data.val_split)")
             self.log(logs)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, logs)
             return logs
