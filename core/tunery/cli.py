@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import click
@@ -66,8 +67,6 @@ def get_engine(ctx: click.Context):
     """The engine of this invocation, created once (plugins load here)."""
     root = ctx.find_root()
     if root.obj is None:
-        import warnings
-
         from .engine import Engine
         from .plugins import PluginWarning
 
@@ -82,6 +81,9 @@ def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # bitsandbytes warns at import, on AVX512-BF16 CPUs, about an optional kernel package; harmless.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")  # deprecations for v6
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     logger = logging.getLogger("tunery")

@@ -63,8 +63,11 @@ def plot_loss(records: list[dict], metrics: dict, path: Path) -> bool:
     train, evals = loss_curves(records, metrics)
     if not train and not evals:
         return False
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("loss.png not drawn: it needs matplotlib (pip install 'tunery[reports]')")
+        return False
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
 

@@ -92,6 +92,7 @@ class RunResult:
     model_dir: Path
     metrics: dict
     samples: dict = dataclasses.field(default_factory=dict)
+    model: Any = dataclasses.field(default=None, repr=False)  # the trained model, still in memory
 
 
 # ----------------------------------------------------------------------------- checks
@@ -284,7 +285,6 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         save_strategy="steps" if t.save_steps else "no",
         save_steps=t.save_steps or 500,
         save_total_limit=t.save_total_limit,
-        gradient_checkpointing=t.gradient_checkpointing,
         report_to=list(t.report_to),
         seed=config.seed,
         data_seed=config.seed,
@@ -293,6 +293,8 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
     )
+    if t.gradient_checkpointing:
+        args["activation_checkpointing"] = True
     unknown = set(t.extra) - set(TrainingArguments.__dataclass_fields__)
     if unknown:
         from .options import closest
@@ -430,9 +432,10 @@ def _train(run: RunContext) -> RunResult:
         raise
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"training failed at step {trainer.state.global_step}: {exc}") from exc
-    model_dir = run.output_dir / method.output_kind
-    # Without accelerate's mixed-precision wrapper: measured as it is saved and reloaded.
+    # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
+    # measured like "before" and the returned model matches what was saved.
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    model_dir = run.output_dir / method.output_kind
     save_result(run, model, model_dir)
     after = evaluate(run, model, evaluation, "after")
     samples["after"] = sample_generations(run, model)
@@ -461,7 +464,7 @@ def _train(run: RunContext) -> RunResult:
         _write_json(run.output_dir / "samples.json", samples)
     _write_json(run.output_dir / "manifest.json", manifest(run))
     write_reports(run, model_dir, metrics, samples)
-    return RunResult(run.output_dir, model_dir, metrics, samples)
+    return RunResult(run.output_dir, model_dir, metrics, samples, model)
 
 
 def _last_loss(trainer) -> float | None:
