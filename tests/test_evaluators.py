@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import write_jsonl
 from tunery import DataError, Engine
 from tunery.run import RunContext
-
-from conftest import write_jsonl
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "multiple_choice_sample.jsonl"
 

@@ -13,10 +13,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from tests.conftest import write_jsonl
 from tunery import ConfigError, Engine
 from tunery.cli import cli
-
-from conftest import write_jsonl
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "multiple_choice_sample.jsonl"
 
