@@ -121,6 +121,18 @@ def test_tunery_eval_reproduces_after_metrics(run_dir, metrics, tmp_path):
             assert value == pytest.approx(metrics["after"][f"{name}/{key}"], rel=1e-5), f"{name}/{key}"
 
 
+def test_tunery_eval_of_the_base_model_reproduces_the_baseline(run_dir, metrics, tiny_lm, tmp_path):
+    import re
+
+    records = json.loads((run_dir / "evaluations" / "after.json").read_text())["generation"]["records"]
+    held_out = [int(re.search(r"What is (\d+) plus", r["prompt"]).group(1)) for r in records]
+    data = write_jsonl(tmp_path / "held_out.jsonl",
+                       [{"instruction": f"What is {i} plus {i}?", "output": f"It is {2 * i}."} for i in held_out])
+    output = invoke("eval", tiny_lm, "--format", "alpaca", "--data", data, "--evaluator", "loss")
+    loss = float(re.search(r"loss/loss = (\S+)", output).group(1))
+    assert loss == pytest.approx(metrics["before"]["loss/loss"], rel=1e-3)
+
+
 def test_tunery_eval_of_a_plain_model_with_its_own_data(tiny_lm):
     output = invoke("eval", tiny_lm, "--evaluator", "multiple_choice", "--data", SAMPLE,
                     "--set", "multiple_choice.limit=2")
