@@ -196,12 +196,13 @@ def test_progress_log_lines_elsewhere(caplog):
     from tunery.progress import Progress
 
     stream = io.StringIO()
+    logger = logging.getLogger("tunery")
+    propagate, logger.propagate = logger.propagate, True  # the CLI turns it off; caplog listens at the root
     with caplog.at_level(logging.INFO, logger="tunery"):
-        logging.getLogger("tunery").propagate = True
         try:
             _drive(Progress(lambda: 1000, stream=stream))
         finally:
-            logging.getLogger("tunery").propagate = False
+            logger.propagate = propagate
     assert stream.getvalue() == ""
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0].startswith("step 1/10: loss=1.5, learning_rate=0.001, tokens/s=") and "eta 0:" in lines[0]

@@ -53,7 +53,7 @@ class Progress(TrainerCallback):
         if self.bar is not None:
             if "loss" in logs:
                 self.bar.set_postfix(loss=f"{logs['loss']:.4g}", lr=f"{logs.get('learning_rate', 0):.3g}",
-                                     tok_s=f"{speed:.0f}", refresh=False)
+                                     tok_s=f"{speed:.0f}")
             else:  # an evaluation: its numbers go above the bar
                 log.info("step %s: %s", state.global_step, _fields(logs))
             return
