@@ -191,8 +191,9 @@ def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (),
         if data and not member.uses_run_data:
             raw[name]["data"] = data[0]
     apply_overrides(raw, list(overrides))
-    for name in set(raw) - set(names):
-        raise ConfigError(f"--set {name}...: '{name}' is not one of the evaluators here ({', '.join(names)})")
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(f"--set {unknown[0]}.*: '{unknown[0]}' is not one of the evaluators here ({', '.join(names)})")
     config.evaluators = [_choice(engine.evaluators, name, raw[name], f"evaluators[{i}]")
                          for i, name in enumerate(names)]
 
