@@ -217,17 +217,17 @@ def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (),
 def read_examples(run: RunContext, specs: list[str]) -> list[dict]:
     """Examples of the data files ``specs`` through the run's formatter; bad rows follow
     ``data.on_bad_row`` (an error listing them, or skipped with a warning)."""
-    from . import data as datapipe
+    from .data import problems_message
+    from .datatools import format_split, read_split
 
-    rows, files, problems = datapipe.load_rows(specs)
-    examples, _ = datapipe.format_rows(rows, run.formatter, run.config.format.options, run.tokenizer, run, problems)
-    if problems and run.config.data.on_bad_row == "error":
-        raise DataError(datapipe.problems_message(problems, "evaluation"), problems)
-    if problems:
-        log.warning("skipped %d bad row(s) of %s", len(problems), ", ".join(files))
-    if not examples:
-        raise DataError(f"no usable evaluation example in {', '.join(files)}")
-    return examples
+    split = format_split(run, *read_split(run, specs, "eval"))
+    if split.problems and run.config.data.on_bad_row == "error":
+        raise DataError(problems_message(split.problems, "evaluation"), split.problems)
+    if split.problems:
+        log.warning("skipped %d bad row(s) of %s", len(split.problems), ", ".join(split.files))
+    if not split.examples:
+        raise DataError(f"no usable evaluation example in {', '.join(split.files)}")
+    return split.examples
 
 
 def _choice(registry, name: str, options: dict, where: str):

@@ -160,17 +160,13 @@ def prepare_output_dir(config: RunConfig) -> Path:
 def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict], list[dict], dict]:
     """Train and eval examples plus the data summary; bad rows follow ``data.on_bad_row``
     (skipped ones are listed in the run folder's bad_rows.json when ``write_problems``)."""
+    from .datatools import prepare_data
+
     cfg = run.config.data
-    formatter, options = run.formatter, run.config.format.options
-    rows, train_files, problems = datapipe.load_rows(cfg.train, cfg.limit)
-    eval_rows, eval_files, eval_problems = datapipe.load_rows(cfg.eval) if cfg.eval else ([], [], [])
-    if run.data_task == "classification":
-        names = formatter.label_names([r.values for r in rows if isinstance(r.values, dict)], options)
-        if not names:
-            raise DataError(f"formatter '{formatter.name}' found no labels in the training data")
-        run.label_names = list(names)
-    train, cut = datapipe.format_rows(rows, formatter, options, run.tokenizer, run, problems)
-    evaluation, eval_cut = datapipe.format_rows(eval_rows, formatter, options, run.tokenizer, run, eval_problems)
+    prepared = prepare_data(run)
+    train, evaluation = prepared.train.examples, prepared.eval.examples
+    problems, eval_problems = prepared.train.problems, prepared.eval.problems
+    train_files = prepared.train.files
     for what, found in (("training", problems), ("evaluation", eval_problems)):
         if found and cfg.on_bad_row == "error":
             raise DataError(datapipe.problems_message(found, what), found)
@@ -189,9 +185,9 @@ def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict]
         evaluation = [train[i] for i in sorted(held)]
         train = [ex for i, ex in enumerate(train) if i not in held]
     summary = {
-        "train": datapipe.Examples(train, train_files, len(rows), problems, cut).summary(),
-        "eval": datapipe.Examples(evaluation, eval_files, len(eval_rows), eval_problems, eval_cut).summary(),
-        "labels": run.label_names,
+        "train": dataclasses.replace(prepared.train, examples=train).summary(),
+        "eval": dataclasses.replace(prepared.eval, examples=evaluation).summary(),
+        "labels": run.label_names, "cached": prepared.cached,
     }
     return train, evaluation, summary
 
@@ -291,6 +287,7 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         disable_tqdm=True,
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if config.data.group_by_length else "random",
         use_cpu=not torch.cuda.is_available(),
     )
     if t.gradient_checkpointing:
