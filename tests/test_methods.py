@@ -164,6 +164,7 @@ def test_a_reloaded_adalora_adapter_evaluates_its_loss(adalora_run):
     metrics = engine.evaluators.get("loss").evaluate(loaded.model, [example], loaded.config.evaluators[0].options
                                                      if loaded.config.evaluators else
                                                      engine.evaluators.get("loss").parse_options({}, "e"), run)
+    metrics = getattr(metrics, "metrics", metrics)
     assert math.isfinite(metrics["loss"]) and metrics["tokens"] == len(example["input_ids"]) - 1
 
 

@@ -25,9 +25,10 @@ RESERVED = {"task_type", "peft_type", "auto_mapping", "base_model_name_or_path",
 
 @dataclasses.dataclass
 class PeftOptions:
-    """``type`` (a peft method, e.g. ``loha``) plus that method's config fields."""
+    """``type`` (a peft method, e.g. ``loha``; required) plus the fields of that method's peft
+    config class (``r``, ``target_modules``, ...), checked against it."""
 
-    type: str = "loha"
+    type: str
 
 
 def config_classes() -> dict[str, type]:

@@ -44,7 +44,7 @@ class Probe(Evaluator):
 
     def evaluate(self, model, dataset, options, run):
         from ..generation import generate
-        from ..scoring import logits
+        from ..evaluation import logits
 
         batch = next(run.batches(dataset[:2]))
         record = {"batch": {k: v.cpu() for k, v in batch.items()}, "logits": logits(model, batch).float().cpu()}
@@ -187,7 +187,7 @@ class MethodConformance:
     # ------------------------------------------------------------------ reload
 
     def test_reload_gives_identical_logits(self, conformance_run):
-        from ..scoring import logits
+        from ..evaluation import logits
 
         loaded = conformance_run.engine.load(str(conformance_run.run_dir))
         import torch
@@ -218,7 +218,7 @@ class MethodConformance:
             return
         import torch
 
-        from ..scoring import logits
+        from ..evaluation import logits
 
         engine.merge(str(conformance_run.run_dir), str(out))
         merged = engine.load(str(out), task=conformance_run.task)  # AutoModel*.from_pretrained
