@@ -61,6 +61,8 @@ class TrainingConfig:
     eval_steps: int | None = None
     save_steps: int | None = None
     save_total_limit: int | None = None
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a non-finite loss or gradient norm stops the run or skips the step
+    auto_batch_size: bool = False  # halve the batch size until it fits in memory, raising grad_accum to match
     extra: dict = dataclasses.field(default_factory=dict)  # any other TrainingArguments field
 
     def validate(self, where: str) -> None:
@@ -112,6 +114,8 @@ class RunConfig:
     seed: int = 0
     trust_remote_code: bool = False
     overwrite: bool = False
+    resume: str | None = None  # "auto" (newest complete checkpoint of the run folder) or a checkpoint folder
+    resume_force: bool = False  # resume even though the config, data or plugins changed
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {}
@@ -135,6 +139,7 @@ class RunConfig:
 SECTIONS = {"method": "methods", "format": "formatters", "quantizer": "quantizers"}
 SIMPLE = {
     "model": str, "output_dir": str, "seed": int, "trust_remote_code": bool, "overwrite": bool,
+    "resume": str, "resume_force": bool,
 }
 NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig}
 TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | {"evaluators"}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from . import data as datapipe
 from .config import RunConfig, dump_yaml
-from .errors import ConfigError, DataError, IncompatibleError, TrainingError
+from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
 from .loading import load_model, load_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,7 +133,7 @@ def prepare_output_dir(config: RunConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir '{out}' is a file, not a folder")
     existing = [name for name in RUN_FILES if (out / name).exists()]
-    if existing:
+    if existing and not config.resume:
         if not config.overwrite:
             raise ConfigError(
                 f"output_dir '{out}' already holds a run ({', '.join(existing)}); "
@@ -250,7 +250,9 @@ def bf16_default() -> bool:
 def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: list[dict]):
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    from .checkpoints import SafeCheckpoints
     from .collate import Collator
+    from .guard import NonFiniteGuard, StopOnSignal
 
     t, config = run.config.training, run.config
     collator = Collator(run.tokenizer.pad_token_id)
@@ -284,6 +286,8 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
     )
+    if t.auto_batch_size:
+        args["per_device_train_batch_size"], args["gradient_accumulation_steps"] = _fit_batch_size(run, model, train)
     unknown = set(t.extra) - set(TrainingArguments.__dataclass_fields__)
     if unknown:
         from .options import closest
@@ -300,8 +304,14 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         raise ConfigError(f"invalid training settings: {exc}") from None
 
     method, options = run.method, run.config.method.options
+    guard, stopper = NonFiniteGuard(t.on_nonfinite), StopOnSignal()
 
-    class TuneryTrainer(Trainer):
+    class TuneryTrainer(SafeCheckpoints, Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            guard.note_loss(loss)
+            return loss
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = method.compute_loss(model, inputs, options, run)
             if loss is None:
@@ -341,13 +351,35 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         eval_dataset=evaluation or None,
         data_collator=collator,
         processing_class=run.tokenizer,
-        callbacks=[Reporter(), *method.callbacks(options, run)],
+        callbacks=[Reporter(), guard, stopper, *method.callbacks(options, run)],
     )
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # records go to train_log.jsonl, logging and the hooks
     trainer.tunery_collator = collator
+    trainer.tunery_guard, trainer.tunery_stopper = guard, stopper
     return trainer
+
+
+def _fit_batch_size(run: RunContext, model: Any, train: list[dict]) -> tuple[int, int]:
+    """``training.auto_batch_size``: the batch size that fits, with grad_accum raised to match."""
+    from accelerate import PartialState
+
+    from .collate import Collator
+    from .guard import fit_batch_size
+
+    t, method, options = run.config.training, run.method, run.config.method.options
+
+    def loss_of(model, batch):
+        loss = method.compute_loss(model, batch, options, run)
+        return model(**batch).loss if loss is None else loss
+
+    size, accum = fit_batch_size(model, train, Collator(run.tokenizer.pad_token_id), loss_of,
+                                 t.batch_size, t.grad_accum, PartialState().device)
+    if size != t.batch_size:
+        log.warning("training.auto_batch_size: batch size %d does not fit; training with batch size %d and "
+                    "grad_accum %d (same effective batch of %d)", t.batch_size, size, accum, size * accum)
+    return size, accum
 
 
 def execute(engine: Engine, config: RunConfig) -> RunResult:
@@ -370,6 +402,9 @@ def execute(engine: Engine, config: RunConfig) -> RunResult:
 def _train(run: RunContext) -> RunResult:
     from transformers import set_seed
 
+    from .checkpoints import resume_point
+    from .guard import last_checkpoint_note
+
     config, engine = run.config, run.engine
     method, quantizer = run.method, run.quantizer
     started = time.perf_counter()
@@ -378,6 +413,8 @@ def _train(run: RunContext) -> RunResult:
     train, evaluation, data_summary = build_data(run)
     run.total_steps = planned_steps(config, len(train))
     run.model_task, run.num_labels = method.model_task(run.data_task)
+    state = {**manifest(run), "config": config.to_dict(), "plugins_loaded": _plugins_loaded(run)}
+    checkpoint = resume_point(config.resume, run.output_dir / "checkpoints", state, config.resume_force)
     keep = list(HEAD_MODULES) + method.fully_trained_modules(config.method.options, run)
     set_seed(config.seed)
     model = load_model(
@@ -390,15 +427,23 @@ def _train(run: RunContext) -> RunResult:
     trainer = build_trainer(run, model, train, evaluation)
     run.device = trainer.args.device
     model = trainer.model
+    trainer.tunery_manifest = state
 
     before = evaluate(run, model, evaluation, "before")
     samples = {"before": sample_generations(run, model)}
+    stopper = trainer.tunery_stopper
     try:
-        output = trainer.train()
+        with stopper.installed():
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
         raise
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"training failed at step {trainer.state.global_step}: {exc}") from exc
+    if stopper.received:
+        raise Interrupted(
+            f"training stopped by {stopper.received} at step {trainer.state.global_step}; "
+            f"{last_checkpoint_note(trainer.args.output_dir)}. Run the same command with --resume to continue"
+        )
     model_dir = run.output_dir / method.output_kind
     save_result(run, trainer.model, model_dir)
     after = evaluate(run, trainer.model, evaluation, "after")
@@ -407,6 +452,8 @@ def _train(run: RunContext) -> RunResult:
     collator = trainer.tunery_collator
     train_metrics = {
         "loss": _last_loss(trainer), "mean_loss": output.training_loss, "steps": output.global_step,
+        "batch_size": trainer.args.per_device_train_batch_size, "grad_accum": trainer.args.gradient_accumulation_steps,
+        "skipped_steps": trainer.tunery_guard.skipped,
         "examples": len(train), "seconds": round(output.metrics.get("train_runtime", 0.0), 3),
         "tokens": collator.real_tokens, "padded_tokens": collator.padded_tokens,
         "tokens_per_s": round(collator.real_tokens / max(output.metrics.get("train_runtime", 1e-9), 1e-9), 2),
@@ -420,6 +467,11 @@ def _train(run: RunContext) -> RunResult:
         _write_json(run.output_dir / "samples.json", samples)
     _write_json(run.output_dir / "manifest.json", manifest(run))
     return RunResult(run.output_dir, model_dir, metrics, samples)
+
+
+def _plugins_loaded(run: RunContext) -> dict[str, str]:
+    """Name -> version of every loaded plugin (recorded in checkpoints; resuming compares them)."""
+    return {info.name: info.version for info in run.engine.plugins if info.ok}
 
 
 def _last_loss(trainer) -> float | None:
