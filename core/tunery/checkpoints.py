@@ -136,12 +136,12 @@ class SafeCheckpoints:
                 self._staging = None
             commit(staging / final.name, final, {**self.tunery_manifest, "step": step}, self.args.save_total_limit)
             shutil.rmtree(staging, ignore_errors=True)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - disk full, permissions...: torch, safetensors and os differ
             complete, _ = scan(run_dir)
             shutil.rmtree(staging, ignore_errors=True)
             last = f"the last complete checkpoint is {complete[-1]}" if complete else "no earlier checkpoint exists"
             raise TrainingError(
-                f"could not save the checkpoint of step {step} in {run_dir}: {exc.strerror or exc}; {last} "
+                f"could not save the checkpoint of step {step} in {run_dir}: {getattr(exc, 'strerror', None) or exc}; {last} "
                 "(free disk space or fix the folder's permissions, then resume with --resume)"
             ) from exc
 

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -133,6 +134,9 @@ def prepare_output_dir(config: RunConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir '{out}' is a file, not a folder")
     existing = [name for name in RUN_FILES if (out / name).exists()]
+    if config.resume and config.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: resuming continues the run in "
+                          f"'{out}', overwriting deletes it; drop one of them")
     if existing and not config.resume:
         if not config.overwrite:
             raise ConfigError(
@@ -437,6 +441,9 @@ def _train(run: RunContext) -> RunResult:
             output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
         raise
+    except pickle.UnpicklingError as exc:
+        raise TrainingError(f"checkpoint {checkpoint} holds pickled data other than tensors; refused to load it "
+                            f"({exc.args[0].splitlines()[0] if exc.args else exc})") from None
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"training failed at step {trainer.state.global_step}: {exc}") from exc
     if stopper.received:
