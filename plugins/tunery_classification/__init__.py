@@ -27,7 +27,12 @@ class Classification(Formatter):
     def label_names(self, rows, options):
         if options.labels:
             return list(options.labels)
-        found = {self._label(row, options) for row in rows if options.label in row and row[options.label] is not None}
+        found = set()
+        for row in rows:
+            try:
+                found.add(self._label(row, options))
+            except RowError:
+                continue  # a bad label is reported with its row number when the row is formatted
         found.discard("")
         numeric = all(name.lstrip("-").isdigit() for name in found)
         return sorted(found, key=int) if numeric else sorted(found)
