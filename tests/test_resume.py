@@ -165,15 +165,18 @@ def test_resume_force_overrides_a_change(short_run, tmp_path):
     assert result.metrics["train"]["steps"] == 6
 
 
-def test_incomplete_or_missing_checkpoint_is_never_resumed(short_run, tmp_path, run_cli):
+def test_incomplete_or_missing_checkpoint_is_never_resumed(short_run, tmp_path, run_cli, caplog):
+    import logging
     import shutil
 
     run = tmp_path / "copy"
     shutil.copytree(short_run["output_dir"], run)
     (run / "checkpoints" / "checkpoint-4" / COMPLETE).unlink()  # as if killed before the marker
-    with pytest.raises(ResumeError, match="not a complete tunery checkpoint.*newest complete one is .*checkpoint-2"):
+    with pytest.raises(ResumeError, match="not a complete tunery checkpoint.*newest complete one is .*checkpoint-2"), \
+            caplog.at_level(logging.WARNING, logger="tunery"):
         Engine(plugins=[Killer()]).train({**short_run, "output_dir": str(run),
                                           "resume": str(run / "checkpoints" / "checkpoint-4")})
+    assert "ignoring incomplete checkpoint" in caplog.text and "checkpoint-4" in caplog.text
     truncated = run / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors"
     truncated.write_bytes(truncated.read_bytes()[:100])  # marker present, file cut short
     assert scan(run / "checkpoints") == ([], [run / "checkpoints" / "checkpoint-2", run / "checkpoints" / "checkpoint-4"])
