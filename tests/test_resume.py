@@ -165,9 +165,11 @@ def test_resume_force_overrides_a_change(short_run, tmp_path):
     assert result.metrics["train"]["steps"] == 6
 
 
-def test_incomplete_or_missing_checkpoint_is_never_resumed(short_run, tmp_path, run_cli, caplog):
+def test_incomplete_or_missing_checkpoint_is_never_resumed(short_run, tmp_path, run_cli, caplog, monkeypatch):
     import logging
     import shutil
+
+    monkeypatch.setattr(logging.getLogger("tunery"), "propagate", True)  # the CLI may have turned it off
 
     run = tmp_path / "copy"
     shutil.copytree(short_run["output_dir"], run)
