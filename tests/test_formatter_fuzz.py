@@ -38,6 +38,13 @@ ROWS = {
     "chat": columns(messages=st.lists(columns(role=st.sampled_from(["system", "user", "assistant", "tool", "x"])
                                               | json_value, content=text_or_junk), max_size=4) | json_value),
     "preference": columns(prompt=text_or_junk, chosen=text_or_junk, rejected=text_or_junk),
+    "multitask": columns(_task=st.sampled_from(["qa", "nope"]) | json_value, instruction=text_or_junk,
+                         answer=text_or_junk, input=text_or_junk),
+}
+# Options a formatter cannot run without (the defaults are used otherwise).
+OPTIONS = {
+    "multitask": {"tasks": [{"name": "qa", "files": ["*.jsonl"], "format": "alpaca",
+                             "template": {"output": "{answer}"}}]},
 }
 GENERIC = st.dictionaries(st.sampled_from(["text", "prompt", "instruction", "input", "output", "label", "messages",
                                            "chosen", "rejected", "response", "task"]) | st.text(max_size=8),
@@ -58,7 +65,8 @@ def setups(tiny_lm, tiny_encoder, tmp_path_factory):
 
     def setup(name: str):
         formatter = engine.formatters.get(name)
-        config = engine.config({"model": tiny_lm, "method": "full", "format": name, "output_dir": str(out),
+        config = engine.config({"model": tiny_lm, "method": "full", "format": {"name": name, **OPTIONS.get(name, {})},
+                                "output_dir": str(out),
                                 "evaluators": [], "data": {"train": ["unused.jsonl"], "max_length": 24}})
         run = RunContext(config=config, output_dir=out, engine=engine, data_task=formatter.task)
         run.tokenizer = tokenizers.get(formatter.task, tokenizers["causal_lm"])
@@ -84,8 +92,9 @@ def test_every_row_formats_or_is_reported_with_its_number(setups, name):
                 return  # a typed, user-facing error about the whole data set
         for row in rows:
             problems: list[Problem] = []
-            examples, _ = format_rows([row], formatter, options, run.tokenizer, run, problems)
-            assert bool(examples) != bool(problems), f"row {row.values!r}: examples={examples} problems={problems}"
+            examples, _, dropped = format_rows([row], formatter, options, run.tokenizer, run, problems)
+            outcomes = [bool(examples), bool(problems), bool(dropped)]  # dropped: too long, counted (truncation=drop)
+            assert outcomes.count(True) == 1, f"row {row.values!r}: examples={examples} problems={problems}"
             if problems:
                 assert problems[0].source == row.source and str(problems[0]).startswith(f"fuzz.jsonl:{row.source.line}: ")
             for example in examples:

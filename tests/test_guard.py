@@ -141,9 +141,7 @@ def test_a_failing_save_leaves_the_previous_checkpoint_usable(tiny_lm, alpaca_fi
     assert resumed.metrics["train"]["steps"] == 4 and finite(resumed.model_dir)
 
 
-def test_a_plugin_failing_in_a_hook_is_named_and_checkpoints_stay_intact(tiny_lm, alpaca_file, tmp_path, caplog,
-                                                                          monkeypatch):
-    monkeypatch.setattr(logging.getLogger("tunery"), "propagate", True)  # the CLI may have turned it off
+def test_a_plugin_failing_in_a_hook_is_named_and_checkpoints_stay_intact(tiny_lm, alpaca_file, tmp_path, caplog):
     class Broken:
         @hookimpl
         def tunery_log(self, record):

@@ -29,7 +29,7 @@ def one_error_line(result) -> str:
 
 @pytest.mark.parametrize("changes,exit_code,expected", [
     ({"training__batch_size": "four"}, 2, "config key 'training.batch_size' must be an integer, got 'four'"),
-    ({"training__bf16": "maybe"}, 2, "config key 'training.bf16' must be bool, got 'maybe'"),
+    ({"training__bf16": "maybe"}, 2, "config key 'training.bf16' must be true or false (or null), got 'maybe'"),
     ({"data__train": {"a": 1}}, 2, "config key 'data.train' must be a list"),
     ({"training__learnig_rate": 0.1}, 2, "unknown config key 'training.learnig_rate' (did you mean 'learning_rate'?)"),
     ({"epochs": 3}, 2, "unknown config key 'epochs'"),

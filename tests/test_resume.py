@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from crash_worker import Killer, crash
+from tests.crash_worker import Killer, crash
 from tunery import Engine
 from tunery.checkpoints import COMPLETE, MANIFEST, scan
 from tunery.errors import ResumeError, TrainingError
@@ -141,6 +141,14 @@ def test_resume_refuses_a_changed_config(short_run, change, named):
     assert named in str(info.value) and "--force-resume" in str(info.value)
 
 
+def test_cli_resume_flag_refuses_a_changed_setup_in_one_line(short_run, run_cli):
+    result = run_cli("train", "--model", short_run["model"], "--method", "lora", "--format", "alpaca",
+                     "--data", short_run["data"]["train"][0], "--output-dir", short_run["output_dir"],
+                     "--seed", "3", "--resume", "--set", "training.learning_rate=0.5")
+    assert result.exit_code == 7 and "Traceback" not in result.output
+    assert "cannot resume from" in result.output and "'training.learning_rate' was 0.001, now 0.5" in result.output
+
+
 def test_resume_refuses_changed_data_and_plugins(short_run, tmp_path):
     data = Path(short_run["data"]["train"][0])
     original = data.read_bytes()
@@ -165,11 +173,10 @@ def test_resume_force_overrides_a_change(short_run, tmp_path):
     assert result.metrics["train"]["steps"] == 6
 
 
-def test_incomplete_or_missing_checkpoint_is_never_resumed(short_run, tmp_path, run_cli, caplog, monkeypatch):
+def test_incomplete_or_missing_checkpoint_is_never_resumed(short_run, tmp_path, run_cli, caplog):
     import logging
     import shutil
 
-    monkeypatch.setattr(logging.getLogger("tunery"), "propagate", True)  # the CLI may have turned it off
 
     run = tmp_path / "copy"
     shutil.copytree(short_run["output_dir"], run)

