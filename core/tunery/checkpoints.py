@@ -91,10 +91,11 @@ def scan(folder: Path) -> tuple[list[Path], list[Path]]:
     return complete, broken
 
 
-def commit(staged: Path, final: Path, manifest: dict, limit: int | None) -> None:
+def commit(staged: Path, final: Path, manifest: dict, limit: int | None, keep: str | None = None) -> None:
     """Make the checkpoint written in ``staged`` the complete checkpoint ``final``.
 
-    Order: manifest, fsync of every file, rename, marker (fsync'd), then rotation."""
+    Order: manifest, fsync of every file, rename, marker (fsync'd), then rotation (which never
+    deletes ``keep``, the best checkpoint so far)."""
     write_json_durably(staged / MANIFEST, manifest)
     fsync_tree(staged)
     if final.exists():  # a stale or incomplete folder of the same step (e.g. after a crash)
@@ -106,6 +107,8 @@ def commit(staged: Path, final: Path, manifest: dict, limit: int | None) -> None
     if limit:
         complete, _ = scan(final.parent)
         for old in complete[:-limit]:
+            if keep and old == Path(keep):
+                continue
             log.info("deleting old checkpoint %s (training.save_total_limit=%d)", old, limit)
             shutil.rmtree(old, ignore_errors=True)
 
@@ -134,7 +137,12 @@ class SafeCheckpoints:
                 super()._save_checkpoint(model, trial)  # writes staging/checkpoint-<step>
             finally:
                 self._staging = None
-            commit(staging / final.name, final, {**self.tunery_manifest, "step": step}, self.args.save_total_limit)
+            staged = staging / final.name
+            if self.state.best_model_checkpoint and Path(self.state.best_model_checkpoint) == staged:
+                self.state.best_model_checkpoint = str(final)  # this step is the best: point at its final name
+                self.state.save_to_json(str(staged / "trainer_state.json"))
+            commit(staged, final, {**self.tunery_manifest, "step": step}, self.args.save_total_limit,
+                   keep=self.state.best_model_checkpoint)
             shutil.rmtree(staging, ignore_errors=True)
         except Exception as exc:  # noqa: BLE001 - disk full, permissions...: torch, safetensors and os differ
             complete, _ = scan(run_dir)
