@@ -173,21 +173,13 @@ def test_a_reloaded_adalora_adapter_evaluates_its_loss(adalora_run):
 
 @pytest.fixture(scope="module")
 def cli_runs(tiny_lm, tmp_path_factory):
-    """Quick-form CLI runs of a mergeable adapter (lora) and a prompt-learning method (prefix)."""
-    from click.testing import CliRunner
-
-    from tunery.cli import cli
-
+    """Run folders of a mergeable adapter (lora) and a prompt-learning method (prefix)."""
     tmp = tmp_path_factory.mktemp("cli-runs")
     data = tmp / "rows.jsonl"
     data.write_text("".join(json.dumps({"instruction": f"Say {i}.", "output": f"{i}"}) + "\n" for i in range(12)))
     runs = {}
     for method in ("lora", "prefix"):
-        result = CliRunner().invoke(cli, ["train", "--model", tiny_lm, "--method", method, "--format", "alpaca",
-                                          "--data", str(data), "--output-dir", str(tmp / method), "--max-steps", "2",
-                                          "--set", "data.max_length=32", "--set", "training.bf16=false"])
-        assert result.exit_code == 0, result.output
-        runs[method] = tmp / method
+        runs[method] = Engine().train(base_config(tiny_lm, tmp / method, data, method)).output_dir
     return runs
 
 
