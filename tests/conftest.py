@@ -18,11 +18,6 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tiny-models")
-
-
-@pytest.fixture(scope="session")
 def tiny_lm(tunery_tiny_lm) -> str:
     """Folder of a 2-layer Llama (hidden 64) with a ChatML tokenizer (shared with the conformance kit)."""
     return tunery_tiny_lm
