@@ -18,24 +18,15 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tiny-models")
+def tiny_lm(tunery_tiny_lm) -> str:
+    """Folder of a 2-layer Llama (hidden 64) with a ChatML tokenizer (shared with the conformance kit)."""
+    return tunery_tiny_lm
 
 
 @pytest.fixture(scope="session")
-def tiny_lm(tiny_root) -> str:
-    """Folder of a 2-layer Llama (hidden 64) with a ChatML tokenizer."""
-    from tunery.testing.tiny import cached_causal_lm
-
-    return cached_causal_lm(tiny_root)
-
-
-@pytest.fixture(scope="session")
-def tiny_encoder(tiny_root) -> str:
-    """Folder of a 2-layer BERT encoder with a WordPiece tokenizer."""
-    from tunery.testing.tiny import cached_encoder
-
-    return cached_encoder(tiny_root)
+def tiny_encoder(tunery_tiny_encoder) -> str:
+    """Folder of a 2-layer BERT encoder with a WordPiece tokenizer (shared with the conformance kit)."""
+    return tunery_tiny_encoder
 
 
 @pytest.fixture(autouse=True)

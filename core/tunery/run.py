@@ -23,6 +23,7 @@ from .config import RunConfig, dump_yaml
 from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
 from .evaluation import best_checkpoint, check_early_stopping
 from .loading import load_model, load_tokenizer
+from .peft_support import trainable_summary
 from .report import write_reports
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -119,6 +120,9 @@ def check_compatibility(run: RunContext) -> None:
         )
     if config.data.packing and not method.supports_packing:
         raise IncompatibleError(f"method '{method.name}' does not support sequence packing; set data.packing=false")
+    if config.generation.prompts and formatter.task == "causal_lm" and not method.can_generate:
+        raise IncompatibleError(f"method '{method.name}' cannot generate text, but generation.prompts is set; "
+                                "remove generation.prompts")
     for i, choice in enumerate(config.evaluators):
         evaluator = engine.evaluators.get(choice.name)
         engine.host.require_available("evaluators", choice.name)
@@ -458,6 +462,8 @@ def _train(run: RunContext) -> RunResult:
     )
     model = quantizer.prepare(model, config.quantizer.options, run)
     model = method.prepare(model, config.method.options, run)
+    parameters = trainable_summary(model)
+    log.info("trainable parameters: %d of %d (%.4g%%)", parameters["trainable"], parameters["total"], parameters["percent"])
     trainer = build_trainer(run, model, train, evaluation)
     run.device = trainer.args.device
     model = trainer.model
@@ -498,7 +504,7 @@ def _train(run: RunContext) -> RunResult:
         "tokens": collator.real_tokens, "padded_tokens": collator.padded_tokens,
         "tokens_per_s": round(collator.real_tokens / max(output.metrics.get("train_runtime", 1e-9), 1e-9), 2),
     }
-    metrics = {"train": train_metrics, "before": before, "after": after, "data": data_summary,
+    metrics = {"train": train_metrics, "parameters": parameters, "before": before, "after": after, "data": data_summary,
                "wall_seconds": round(time.perf_counter() - started, 3)}
     if trainer.tunery_during:
         metrics["during"] = trainer.tunery_during
