@@ -20,7 +20,7 @@ class LoraOptions:
     target_modules: str | list[str] = "all-linear"  # names, a regex, or all-linear
     use_dora: bool = False
     use_rslora: bool = False
-    init: Literal["default", "gaussian", "pissa", "olora", "loftq", "eva", "orthogonal"] = "default"
+    init: Literal["default", "gaussian", "pissa", "olora", "loftq", "orthogonal"] = "default"
     layers_to_transform: list[int] | None = None
     modules_to_save: list[str] | None = None
     bias: Literal["none", "all", "lora_only"] = "none"
@@ -58,7 +58,7 @@ class Lora(PeftMethod):
         from peft import LoraConfig
 
         init = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora", "loftq": "loftq",
-                "eva": "eva", "orthogonal": "orthogonal"}[options.init]
+                "orthogonal": "orthogonal"}[options.init]
         kwargs = {}
         if options.init == "loftq":
             from peft import LoftQConfig
