@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -19,8 +20,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from . import data as datapipe
 from .config import RunConfig, dump_yaml
-from .errors import ConfigError, DataError, IncompatibleError, TrainingError
+from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
+from .evaluation import best_checkpoint, check_early_stopping
 from .loading import load_model, load_tokenizer
+from .peft_support import trainable_summary
+from .report import write_reports
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -29,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("tunery")
 
 RUN_FILES = ("adapter", "model", "checkpoints", "metrics.json", "train_log.jsonl", "config.yaml",
-             "manifest.json", "samples.json", "bad_rows.json", "report.md", "loss.png")
+             "manifest.json", "samples.json", "bad_rows.json", "report.md", "loss.png", "evaluations", "tensorboard")
 HEAD_MODULES = ("classifier", "score", "lm_head")  # never quantized: heads are trained or tied
 
 
@@ -116,6 +120,9 @@ def check_compatibility(run: RunContext) -> None:
         )
     if config.data.packing and not method.supports_packing:
         raise IncompatibleError(f"method '{method.name}' does not support sequence packing; set data.packing=false")
+    if config.generation.prompts and formatter.task == "causal_lm" and not method.can_generate:
+        raise IncompatibleError(f"method '{method.name}' cannot generate text, but generation.prompts is set; "
+                                "remove generation.prompts")
     for i, choice in enumerate(config.evaluators):
         evaluator = engine.evaluators.get(choice.name)
         engine.host.require_available("evaluators", choice.name)
@@ -124,6 +131,11 @@ def check_compatibility(run: RunContext) -> None:
                 f"evaluator '{choice.name}' (evaluators[{i}]) cannot measure {formatter.task} data "
                 f"from formatter '{formatter.name}'; it handles: {', '.join(sorted(evaluator.tasks))}"
             )
+    check_early_stopping(config)
+    if config.training.report_to:
+        from .progress import check_trackers
+
+        check_trackers(config.training.report_to)
     quantizer.check(config.quantizer.options, run)
     method.check(config.method.options, run)
 
@@ -134,7 +146,10 @@ def prepare_output_dir(config: RunConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir '{out}' is a file, not a folder")
     existing = [name for name in RUN_FILES if (out / name).exists()]
-    if existing:
+    if config.resume and config.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: resuming continues the run in "
+                          f"'{out}', overwriting deletes it; drop one of them")
+    if existing and not config.resume:
         if not config.overwrite:
             raise ConfigError(
                 f"output_dir '{out}' already holds a run ({', '.join(existing)}); "
@@ -150,8 +165,9 @@ def prepare_output_dir(config: RunConfig) -> Path:
 # ----------------------------------------------------------------------------- data
 
 
-def build_data(run: RunContext) -> tuple[list[dict], list[dict], dict]:
-    """Train and eval examples plus the data summary; bad rows follow ``data.on_bad_row``."""
+def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict], list[dict], dict]:
+    """Train and eval examples plus the data summary; bad rows follow ``data.on_bad_row``
+    (skipped ones are listed in the run folder's bad_rows.json when ``write_problems``)."""
     from .datatools import prepare_data
 
     cfg = run.config.data
@@ -162,7 +178,7 @@ def build_data(run: RunContext) -> tuple[list[dict], list[dict], dict]:
     for what, found in (("training", problems), ("evaluation", eval_problems)):
         if found and cfg.on_bad_row == "error":
             raise DataError(datapipe.problems_message(found, what), found)
-    if problems or eval_problems:
+    if (problems or eval_problems) and write_problems:
         datapipe.write_problems(problems + eval_problems, str(run.output_dir / "bad_rows.json"))
         log.warning("skipped %d bad row(s); see %s", len(problems) + len(eval_problems), run.output_dir / "bad_rows.json")
     if not train:
@@ -195,22 +211,21 @@ def planned_steps(config: RunConfig, n_examples: int) -> int:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str) -> dict:
-    """Run every configured evaluator on ``examples``; returns ``{"evaluator/metric": value}``."""
-    import torch
+def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str, step: int | None = None) -> dict:
+    """Run every configured evaluator on ``examples``; returns ``{"evaluator/metric": value}``
+    (plus ``step`` during training). Before and after training, the evaluators' worst examples
+    and records go to ``evaluations/<phase>.json``."""
+    from .evaluation import details_json, flat_metrics, run_evaluators
 
-    if not examples or not run.config.evaluators:
+    results = run_evaluators(run, model, examples)
+    if not results:
         return {}
-    was_training = model.training
-    model.eval()
-    metrics: dict[str, Any] = {}
-    try:
-        with torch.no_grad():
-            for choice in run.config.evaluators:
-                result = run.engine.evaluators.get(choice.name).evaluate(model, examples, choice.options, run)
-                metrics.update({f"{choice.name}/{k}": v for k, v in result.items()})
-    finally:
-        model.train(was_training)
+    metrics = flat_metrics(results)
+    if phase == "during":
+        metrics["step"] = step
+    elif details_json(results):
+        (run.output_dir / "evaluations").mkdir(exist_ok=True)
+        _write_json(run.output_dir / "evaluations" / f"{phase}.json", details_json(results))
     run.notify("tunery_evaluation", phase=phase, metrics=metrics)
     return metrics
 
@@ -247,7 +262,11 @@ def bf16_default() -> bool:
 def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: list[dict]):
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    from .checkpoints import SafeCheckpoints
     from .collate import Collator
+    from .evaluation import early_stopping_args, numeric
+    from .guard import NonFiniteGuard, StopOnSignal
+    from .progress import Progress, place_tracker_logs
 
     t, config = run.config.training, run.config
     collator = Collator(run.tokenizer.pad_token_id)
@@ -272,7 +291,7 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         save_strategy="steps" if t.save_steps else "no",
         save_steps=t.save_steps or 500,
         save_total_limit=t.save_total_limit,
-        report_to=[],
+        report_to=list(t.report_to),
         seed=config.seed,
         data_seed=config.seed,
         disable_tqdm=True,
@@ -283,6 +302,8 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     )
     if t.gradient_checkpointing:
         args["activation_checkpointing"] = True
+    if t.auto_batch_size:
+        args["per_device_train_batch_size"], args["gradient_accumulation_steps"] = _fit_batch_size(run, model, train)
     unknown = set(t.extra) - set(TrainingArguments.__dataclass_fields__)
     if unknown:
         from .options import closest
@@ -292,6 +313,9 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
             f"config key 'training.extra.{key}' is not a transformers.TrainingArguments field"
             f"{closest(key, TrainingArguments.__dataclass_fields__)}"
         )
+    evaluating = bool(t.eval_steps and run.config.evaluators)
+    if evaluating:
+        args.update(eval_strategy="steps", eval_steps=t.eval_steps, **early_stopping_args(config))
     args.update(t.extra)
     try:
         training_args = TrainingArguments(**args)
@@ -299,14 +323,34 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         raise ConfigError(f"invalid training settings: {exc}") from None
 
     method, options = run.method, run.config.method.options
+    guard, stopper = NonFiniteGuard(t.on_nonfinite), StopOnSignal()
 
-    class TuneryTrainer(Trainer):
+    class TuneryTrainer(SafeCheckpoints, Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            guard.note_loss(loss)
+            return loss
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = method.compute_loss(model, inputs, options, run)
             if loss is None:
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
             return (loss, None) if return_outputs else loss
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            """The run's evaluators, every ``training.eval_steps`` (phase "during")."""
+            metrics = evaluate(run, self.model, evaluation, "during", step=self.state.global_step)
+            self.tunery_during.append(metrics)
+            logs = {f"{metric_key_prefix}_{k}": v for k, v in numeric(metrics).items() if k != "step"}
+            watched = config.early_stopping.metric
+            if watched and f"{metric_key_prefix}_{watched}" not in logs:
+                raise ConfigError(f"config key 'early_stopping.metric': the evaluation has no metric '{watched}'; "
+                                  f"it has: {', '.join(k for k in metrics if k != 'step') or 'none'} "
+                                  "(without evaluation data, set data.eval or data.val_split)")
+            self.log(logs)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, logs)
+            return logs
 
     class Reporter(TrainerCallback):
         """Writes train_log.jsonl and forwards each record and checkpoint to the hooks."""
@@ -324,8 +368,6 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
                       "elapsed_s": round(elapsed, 3)}
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            log.info("step %s: %s", state.global_step,
-                     ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()))
             run.notify("tunery_log", record=record)
 
         def on_save(self, args, state, control, **kwargs):
@@ -333,20 +375,49 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
                 path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 run.notify("tunery_checkpoint_saved", path=str(path), step=state.global_step)
 
+    callbacks = [Reporter(), Progress(lambda: collator.real_tokens), guard, stopper, *method.callbacks(options, run)]
+    if config.early_stopping.metric:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(config.early_stopping.patience, config.early_stopping.threshold))
     trainer = TuneryTrainer(
         model=model,
         args=training_args,
         train_dataset=train,
-        eval_dataset=evaluation or None,
+        eval_dataset=evaluation if evaluating else None,  # our evaluate() reads `evaluation` itself
         data_collator=collator,
         processing_class=run.tokenizer,
-        callbacks=[Reporter(), *method.callbacks(options, run)],
+        callbacks=callbacks,
     )
+    trainer.tunery_during = []
+    place_tracker_logs(trainer, run.output_dir / "tensorboard")
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # records go to train_log.jsonl, logging and the hooks
     trainer.tunery_collator = collator
+    trainer.tunery_guard, trainer.tunery_stopper = guard, stopper
     return trainer
+
+
+def _fit_batch_size(run: RunContext, model: Any, train: list[dict]) -> tuple[int, int]:
+    """``training.auto_batch_size``: the batch size that fits, with grad_accum raised to match."""
+    from accelerate import PartialState
+
+    from .collate import Collator
+    from .guard import fit_batch_size
+
+    t, method, options = run.config.training, run.method, run.config.method.options
+
+    def loss_of(model, batch):
+        loss = method.compute_loss(model, batch, options, run)
+        return model(**batch).loss if loss is None else loss
+
+    size, accum = fit_batch_size(model, train, Collator(run.tokenizer.pad_token_id), loss_of,
+                                 t.batch_size, t.grad_accum, PartialState().device)
+    if size != t.batch_size:
+        log.warning("training.auto_batch_size: batch size %d does not fit; training with batch size %d and "
+                    "grad_accum %d (same effective batch of %d)", t.batch_size, size, accum, size * accum)
+    return size, accum
 
 
 def execute(engine: Engine, config: RunConfig) -> RunResult:
@@ -369,6 +440,9 @@ def execute(engine: Engine, config: RunConfig) -> RunResult:
 def _train(run: RunContext) -> RunResult:
     from transformers import set_seed
 
+    from .checkpoints import resume_point
+    from .guard import last_checkpoint_note
+
     config, engine = run.config, run.engine
     method, quantizer = run.method, run.quantizer
     started = time.perf_counter()
@@ -377,6 +451,8 @@ def _train(run: RunContext) -> RunResult:
     train, evaluation, data_summary = build_data(run)
     run.total_steps = planned_steps(config, len(train))
     run.model_task, run.num_labels = method.model_task(run.data_task)
+    state = {**manifest(run), "config": config.to_dict(), "plugins_loaded": _plugins_loaded(run)}
+    checkpoint = resume_point(config.resume, run.output_dir / "checkpoints", state, config.resume_force)
     keep = list(HEAD_MODULES) + method.fully_trained_modules(config.method.options, run)
     set_seed(config.seed)
     model = load_model(
@@ -387,18 +463,31 @@ def _train(run: RunContext) -> RunResult:
     model = quantizer.after_load(model, config.quantizer.options)
     model = quantizer.prepare(model, config.quantizer.options, run)
     model = method.prepare(model, config.method.options, run)
+    parameters = trainable_summary(model)
+    log.info("trainable parameters: %d of %d (%.4g%%)", parameters["trainable"], parameters["total"], parameters["percent"])
     trainer = build_trainer(run, model, train, evaluation)
     run.device = trainer.args.device
     model = trainer.model
+    trainer.tunery_manifest = state
 
     before = evaluate(run, model, evaluation, "before")
     samples = {"before": sample_generations(run, model)}
+    stopper = trainer.tunery_stopper
     try:
-        output = trainer.train()
+        with stopper.installed():
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
         raise
+    except pickle.UnpicklingError as exc:
+        raise TrainingError(f"checkpoint {checkpoint} holds pickled data other than tensors; refused to load it "
+                            f"({exc.args[0].splitlines()[0] if exc.args else exc})") from None
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"training failed at step {trainer.state.global_step}: {exc}") from exc
+    if stopper.received:
+        raise Interrupted(
+            f"training stopped by {stopper.received} at step {trainer.state.global_step}; "
+            f"{last_checkpoint_note(trainer.args.output_dir)}. Run the same command with --resume to continue"
+        )
     # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
     # measured like "before" and the returned model matches what was saved.
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
@@ -410,19 +499,35 @@ def _train(run: RunContext) -> RunResult:
     collator = trainer.tunery_collator
     train_metrics = {
         "loss": _last_loss(trainer), "mean_loss": output.training_loss, "steps": output.global_step,
+        "batch_size": trainer.args.per_device_train_batch_size, "grad_accum": trainer.args.gradient_accumulation_steps,
+        "skipped_steps": trainer.tunery_guard.skipped,
         "examples": len(train), "seconds": round(output.metrics.get("train_runtime", 0.0), 3),
         "tokens": collator.real_tokens, "padded_tokens": collator.padded_tokens,
         "tokens_per_s": round(collator.real_tokens / max(output.metrics.get("train_runtime", 1e-9), 1e-9), 2),
     }
-    metrics = {"train": train_metrics, "before": before, "after": after, "data": data_summary,
+    metrics = {"train": train_metrics, "parameters": parameters, "before": before, "after": after, "data": data_summary,
                "wall_seconds": round(time.perf_counter() - started, 3)}
+    if trainer.tunery_during:
+        metrics["during"] = trainer.tunery_during
+    best = best_checkpoint(run, trainer.state)
+    if best:
+        metrics["best"] = best
+        metrics["stopped_early"] = output.global_step < run.total_steps
+        log.info("best checkpoint: %s (%s=%.4g at step %s)%s", best["checkpoint"], best["metric"], best["value"],
+                 best["step"], "; the saved result is that checkpoint" if best["kept"] else "")
     if not evaluation and config.evaluators:
         metrics["note"] = "no evaluation data: set data.val_split or data.eval to get before/after metrics"
     _write_json(run.output_dir / "metrics.json", metrics)
     if samples["before"] or samples["after"]:
         _write_json(run.output_dir / "samples.json", samples)
     _write_json(run.output_dir / "manifest.json", manifest(run))
+    write_reports(run, model_dir, metrics, samples)
     return RunResult(run.output_dir, model_dir, metrics, samples, model)
+
+
+def _plugins_loaded(run: RunContext) -> dict[str, str]:
+    """Name -> version of every loaded plugin (recorded in checkpoints; resuming compares them)."""
+    return {info.name: info.version for info in run.engine.plugins if info.ok}
 
 
 def _last_loss(trainer) -> float | None:
