@@ -95,7 +95,7 @@ def trained(request, data, tiny_lm, tiny_encoder, tmp_path_factory):
                     "--set", f"method.target_modules={targets}", "--set", "method.r=8",
                     "--set", f"training.learning_rate={lr}", "--set", "training.batch_size=8",
                     "--set", f"quantizer.gradient_checkpointing={str(checkpointing).lower()}",
-                    "--set", "training.extra.eval_strategy=steps", "--set", "training.extra.eval_steps=2")
+                    "--set", "training.eval_steps=2")
     assert result.exit_code == 0, result.output
     return {"quantizer": quantizer, "task": task, "out": out, "engine": engine,
             "logits": plugin.evaluator.seen[str(out)]}
@@ -105,8 +105,8 @@ def trained(request, data, tiny_lm, tiny_encoder, tmp_path_factory):
 def test_quantized_lora_learns_through_evaluations(trained):
     metrics = json.loads((trained["out"] / "metrics.json").read_text())
     assert metrics["after"]["loss/loss"] < metrics["before"]["loss/loss"] - 0.01
-    evals = [r["eval_loss"] for r in map(json.loads, (trained["out"] / "train_log.jsonl").read_text().splitlines())
-             if "eval_loss" in r]
+    evals = [r["eval_loss/loss"] for r in map(json.loads, (trained["out"] / "train_log.jsonl").read_text().splitlines())
+             if "eval_loss/loss" in r]
     assert len(evals) == 3 and evals[-1] < evals[0]  # each evaluation was followed by more learning
     from safetensors.torch import load_file
 
