@@ -341,7 +341,7 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         eval_dataset=evaluation or None,
         data_collator=collator,
         processing_class=run.tokenizer,
-        callbacks=[Reporter(), *method.callbacks(options, run)],
+        callbacks=[*method.callbacks(options, run), Reporter()],
     )
     from transformers.trainer_callback import PrinterCallback
 
@@ -399,7 +399,7 @@ def _train(run: RunContext) -> RunResult:
         raise
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"training failed at step {trainer.state.global_step}: {exc}") from exc
-    model_dir = run.output_dir / method.output_kind
+    model_dir = run.output_dir / method.output(config.method.options)
     save_result(run, trainer.model, model_dir)
     after = evaluate(run, trainer.model, evaluation, "after")
     samples["after"] = sample_generations(run, trainer.model)
@@ -474,7 +474,7 @@ def manifest(run: RunContext) -> dict:
         "model": dataclasses.asdict(run.model_source) if run.model_source else None,
         "task": {"data": run.data_task, "model": run.model_task, "num_labels": run.num_labels,
                  "labels": run.label_names},
-        "output": run.method.output_kind,
+        "output": run.method.output(config.method.options),
         "plugins": {
             "method": _plugin_record(run, "methods", config.method.name),
             "format": _plugin_record(run, "formatters", config.format.name),
