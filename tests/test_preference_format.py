@@ -45,9 +45,11 @@ OPENAI_FULL = {"chosen": [{"role": "user", "content": "Hi there"}, {"role": "ass
                "rejected": [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Go away."}]}
 HH = {"chosen": "\n\nHuman: Hi there\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi there\n\nAssistant: Go away."}
 PLAIN = {"prompt": "Hi there", "chosen": "Hello!", "rejected": "Go away."}
+SYSTEM = {**PLAIN, "system": "Be brief."}
 
 
-@pytest.mark.parametrize("row", [PLAIN, HH, SHAREGPT, OPENAI, OPENAI_FULL], ids=["a", "b-hh", "c-sharegpt", "d-openai", "d-full"])
+@pytest.mark.parametrize("row", [PLAIN, SYSTEM, HH, SHAREGPT, OPENAI, OPENAI_FULL],
+                         ids=["a", "a-system", "b-hh", "c-sharegpt", "d-openai", "d-full"])
 def test_every_layout_renders_the_chat_template_with_loss_on_the_reply(engine, lm_tokenizer, row):
     example = fmt(engine, lm_tokenizer, row)
     assert learned(lm_tokenizer, example, "chosen") == "Hello!<|im_end|>"
@@ -55,7 +57,7 @@ def test_every_layout_renders_the_chat_template_with_loss_on_the_reply(engine, l
     prompt = prompt_text(lm_tokenizer, example, "chosen")
     assert prompt == prompt_text(lm_tokenizer, example, "rejected")
     assert prompt.endswith("<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n")
-    assert ("Be brief." in prompt) == (row is SHAREGPT)
+    assert ("Be brief." in prompt) == (row is SHAREGPT or row is SYSTEM)
     assert example["margin"] == 0.0
 
 

@@ -72,14 +72,16 @@ class Preference(Formatter):
         """``prompt`` is a string (plain text) or a list of messages; the responses are strings."""
         chosen, rejected = row[options.chosen], row[options.rejected]
         history = next((row[c] for c in options.conversations if row.get(c) is not None), None)
+        system = text_column(row, options.system, required=False)
         if isinstance(row.get(options.prompt), list):
             history = row[options.prompt]
         if history is not None:  # (c), (d): a conversation before the two replies
-            system = text_column(row, options.system, required=False)
             prompt = ([{"role": "system", "content": system}] if system else []) + self._messages(history, "prompt")
             return self._replies(prompt, chosen, rejected)
         if row.get(options.prompt) is not None:  # (a)
             prompt = text_column(row, options.prompt, allow_empty=True)
+            if system:
+                prompt = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
             return prompt, self._reply(chosen, options.chosen), self._reply(rejected, options.rejected)
         if isinstance(chosen, str) and isinstance(rejected, str):  # (b)
             if options.human_marker.strip() in chosen and options.assistant_marker.strip() in chosen:
