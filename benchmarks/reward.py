@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -26,10 +27,11 @@ MODELS = {  # reference, max_length, learning rate, batch size
 }
 
 
-def run(name: str, data: Path, out: Path, epochs: float) -> dict:
+def run(name: str, data: Path, out: Path, epochs: float, max_length: int | None = None) -> dict:
     from tunery import Engine
 
-    reference, max_length, lr, batch = MODELS[name]
+    reference, default_length, lr, batch = MODELS[name]
+    max_length = max_length or default_length
     started = time.perf_counter()
     result = Engine().train({
         "model": reference, "output_dir": str(out / name), "overwrite": True, "seed": 0,
@@ -54,13 +56,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--models", default="smollm2,minilm")
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-length", type=int, help="Override every model's max length (tokens).")
     parser.add_argument("--out", type=Path, default=Path("/tmp/tunery-bench-reward"))
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if not args.data.is_file():
         raise SystemExit(f"no data at {args.data}; pass --data")
     rows = []
     for name in args.models.split(","):
-        rows.append(run(name, args.data, args.out, args.epochs))
+        rows.append(run(name, args.data, args.out, args.epochs, args.max_length))
         print(json.dumps(rows[-1]), flush=True)
     print("\n| model | max length | train / held-out pairs | accuracy before | accuracy after | margin after | train s | wall s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
