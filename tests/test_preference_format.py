@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import write_jsonl
-
 
 @pytest.fixture(scope="module")
 def engine():
@@ -100,15 +98,13 @@ def test_bad_rows_have_a_reason(engine, lm_tokenizer, row, reason):
     assert info.value.reason == reason
 
 
-def test_bad_rows_are_reported_by_line(engine, tiny_lm, tmp_path):
-    from tunery import DataError
+def test_conformance_reports_bad_rows_by_line(engine, lm_tokenizer, tmp_path):
+    from tunery.testing.formatters import check_formatter
 
-    rows = [PLAIN, {"prompt": "x", "chosen": "same", "rejected": "same"}, SHAREGPT, "{not json", {"chosen": "a"}]
-    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    config = {"model": tiny_lm, "output_dir": str(tmp_path / "run"), "method": "reward", "format": "preference",
-              "data": {"train": [str(path)]}}
-    with pytest.raises(DataError) as info:
-        engine.train(config)
-    lines = sorted(p.source.line for p in info.value.problems)
-    assert lines == [2, 4, 5]
-    assert {p.reason for p in info.value.problems} == {"identical responses", "invalid JSON", "missing column"}
+    bad = [({"prompt": "x", "chosen": "same", "rejected": "same"}, "identical responses"),
+           ("{not json", "invalid JSON"),
+           ({"chosen": "a"}, "missing column"),
+           ({"conversations": [{"from": "alien", "value": "x"}], "chosen": "a", "rejected": "b"}, "unknown role")]
+    examples = check_formatter(engine, "preference", lm_tokenizer, tmp_path,
+                               good=[PLAIN, SYSTEM, HH, SHAREGPT, OPENAI, OPENAI_FULL], bad=bad)
+    assert len(examples) == 6

@@ -23,11 +23,9 @@ import re
 from typing import Literal
 
 from tunery import Formatter, RowError, hookimpl
+from tunery.chat import ROLES, content_text
 from tunery.collate import IGNORE_INDEX
 from tunery.text import chat_prompt_response, has_chat_template, prompt_response, text_column
-
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
-         "system": "system", "function_call": "assistant", "observation": "tool", "function": "tool", "tool": "tool"}
 
 
 @dataclasses.dataclass
@@ -142,13 +140,9 @@ class Preference(Formatter):
             if not isinstance(message, dict):
                 raise RowError("wrong type", f"'{column}'[{i}] must be a message object")
             role = message.get("role", message.get("from"))
-            content = message.get("content", message.get("value"))
-            if isinstance(content, list):  # a list of text parts
-                content = "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
             if role not in ROLES:
                 raise RowError("unknown role", f"'{column}'[{i}] has role {role!r}; known: {', '.join(ROLES)}")
-            if not isinstance(content, str):
-                raise RowError("wrong type", f"'{column}'[{i}] content must be text")
+            content = content_text(message.get("content", message.get("value")), f"'{column}'[{i}]")
             out.append({"role": ROLES[role], "content": content})
         return out
 
@@ -197,7 +191,7 @@ class Preference(Formatter):
         if isinstance(prompt, str) and chat:
             prompt = [{"role": "user", "content": prompt}]
         if isinstance(prompt, list):
-            if chat:
+            if chat:  # prompt and reply tokenised apart: both sides share the very same prompt tokens
                 return chat_prompt_response(tokenizer, prompt, response)
             prompt, response = Preference._plain(prompt, options), " " + response.strip()
         if tokenizer.bos_token_id is None and tokenizer.cls_token_id is not None:  # an encoder: [CLS] p [SEP] r [SEP]
