@@ -33,12 +33,17 @@ def score_file(engine, run_dir: str, specs: list[str], fmt: str = "preference",
                      model_task="classification", num_labels=1, tokenizer=loaded.tokenizer,
                      device=next(loaded.model.parameters()).device)
     rows, _, problems = datapipe.load_rows(specs)
+    examples, sources = [], []
     if fmt == "preference":
         formatter = engine.formatters.get("preference")
         options = config.format.options if config.format.name == "preference" else formatter.parse_options({}, "format")
-        examples, _ = datapipe.format_rows(rows, formatter, options, loaded.tokenizer, run, problems)
+        for row in rows:  # one at a time, so that each score keeps its row's source
+            formatted, _, dropped = datapipe.format_rows([row], formatter, options, loaded.tokenizer, run, problems)
+            if dropped:
+                problems.append(datapipe.Problem(row.source, "too long", "longer than data.max_length (data.truncation=drop)"))
+            examples += formatted
+            sources += [str(row.source)] * len(formatted)
     else:
-        examples = []
         for row in rows:
             try:
                 text = text_column(row.values, "text") if isinstance(row.values, dict) else None
@@ -46,11 +51,11 @@ def score_file(engine, run_dir: str, specs: list[str], fmt: str = "preference",
                     raise RowError("wrong type", "a row must be an object with a 'text' column")
                 ids = loaded.tokenizer(text, truncation=True, max_length=config.data.max_length)["input_ids"]
                 examples.append({"input_ids": list(ids)})
+                sources.append(str(row.source))
             except RowError as exc:
                 problems.append(datapipe.Problem(row.source, exc.reason, exc.detail))
     if problems:
         raise DataError(datapipe.problems_message(problems, "scored"), problems)
-    sources = [str(row.source) for row in rows]
     if fmt == "preference":
         scores = score_examples(loaded.model, examples, run, batch_size)
         results = [{"source": s, "chosen": c, "rejected": r, "correct": c > r} for s, (c, r) in zip(sources, scores)]
