@@ -18,24 +18,26 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tiny-models")
+def tiny_lm(tunery_tiny_lm) -> str:
+    """Folder of a 2-layer Llama (hidden 64) with a ChatML tokenizer (shared with the conformance kit)."""
+    return tunery_tiny_lm
 
 
 @pytest.fixture(scope="session")
-def tiny_lm(tiny_root) -> str:
-    """Folder of a 2-layer Llama (hidden 64) with a ChatML tokenizer."""
-    from tunery.testing.tiny import cached_causal_lm
-
-    return cached_causal_lm(tiny_root)
+def tiny_encoder(tunery_tiny_encoder) -> str:
+    """Folder of a 2-layer BERT encoder with a WordPiece tokenizer (shared with the conformance kit)."""
+    return tunery_tiny_encoder
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder(tiny_root) -> str:
-    """Folder of a 2-layer BERT encoder with a WordPiece tokenizer."""
-    from tunery.testing.tiny import cached_encoder
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """`tunery train` run in-process sets up the "tunery" logger for a terminal; undo it after."""
+    import logging
 
-    return cached_encoder(tiny_root)
+    logger = logging.getLogger("tunery")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture(autouse=True)

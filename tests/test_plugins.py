@@ -17,6 +17,7 @@ from tunery.plugins import PluginWarning
 
 BUILTIN = {"alpaca", "chat", "classification", "completion", "eval-loss", "eval-classification", "eval-generation",
            "eval-multiple-choice", "full", "lora", "models", "multitask", "none",
+           "freeze", "ia3", "prefix", "ptuning", "prompt", "adalora", "peft",
            "preference", "reward", "dpo", "eval-reward-accuracy"}
 
 

@@ -117,9 +117,12 @@ class Method(Member):
 
     def merge(self, model: Any, options: Any) -> Any:
         """Return a plain ``transformers`` model with the tuning folded into its weights."""
-        raise IncompatibleError(
-            f"method '{self.name}' cannot be merged into the base weights; use the run's {self.output_kind} folder"
-        )
+        raise IncompatibleError(self.merge_refusal())
+
+    def merge_refusal(self) -> str:
+        """Why this method cannot merge and what to use instead (``tunery merge`` shows it
+        before loading anything when ``can_merge`` is false)."""
+        return f"method '{self.name}' cannot be merged into the base weights; use the run's {self.output_kind}/ folder"
 
 
 class Formatter(Member):
