@@ -76,3 +76,22 @@ def run_cli():
         return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
 
     return invoke
+
+
+def preference_rows(n: int, seed: int) -> list[dict]:
+    """Pairs with a learnable preference: the chosen reply praises, the rejected one complains."""
+    import random
+
+    good = ["good", "great", "fine", "lovely", "kind", "clean", "happy", "nice"]
+    bad = ["bad", "awful", "poor", "sad", "cold", "late", "rude", "dirty"]
+    r = random.Random(seed)
+    return [{"prompt": f"How was the visit {i}?", "chosen": "It was " + " ".join(r.sample(good, 3)) + ".",
+             "rejected": "It was " + " ".join(r.sample(bad, 3)) + "."} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def preference_files(tmp_path_factory) -> tuple[Path, Path]:
+    """(train, held-out) JSONL files of prompt/chosen/rejected pairs; different pairs in each."""
+    folder = tmp_path_factory.mktemp("preference")
+    return (write_jsonl(folder / "train.jsonl", preference_rows(32, 0)),
+            write_jsonl(folder / "heldout.jsonl", preference_rows(12, 1)))

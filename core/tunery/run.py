@@ -375,7 +375,7 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
                 path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 run.notify("tunery_checkpoint_saved", path=str(path), step=state.global_step)
 
-    callbacks = [Reporter(), Progress(lambda: collator.real_tokens), guard, stopper, *method.callbacks(options, run)]
+    callbacks = [*method.callbacks(options, run), Reporter(), Progress(lambda: collator.real_tokens), guard, stopper]
     if config.early_stopping.metric:
         from transformers import EarlyStoppingCallback
 
@@ -491,7 +491,7 @@ def _train(run: RunContext) -> RunResult:
     # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
     # measured like "before" and the returned model matches what was saved.
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-    model_dir = run.output_dir / method.output_kind
+    model_dir = run.output_dir / method.output(config.method.options)
     save_result(run, model, model_dir)
     after = evaluate(run, model, evaluation, "after")
     samples["after"] = sample_generations(run, model)
@@ -582,7 +582,7 @@ def manifest(run: RunContext) -> dict:
         "model": dataclasses.asdict(run.model_source) if run.model_source else None,
         "task": {"data": run.data_task, "model": run.model_task, "num_labels": run.num_labels,
                  "labels": run.label_names},
-        "output": run.method.output_kind,
+        "output": run.method.output(config.method.options),
         "plugins": {
             "method": _plugin_record(run, "methods", config.method.name),
             "format": _plugin_record(run, "formatters", config.format.name),
