@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import sys
 
 import pytest
@@ -49,8 +50,14 @@ class LogitsPlugin:
 
 
 def invoke(engine, *args):
-    result = CliRunner().invoke(cli, [str(a) for a in args], obj=engine, catch_exceptions=False)
-    return result
+    """The CLI in-process with ``engine``. It sets up the "tunery" logger for a terminal: restore it
+    here, as module-scoped fixtures run outside conftest's per-test restore."""
+    logger = logging.getLogger("tunery")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        return CliRunner().invoke(cli, [str(a) for a in args], obj=engine, catch_exceptions=False)
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture(scope="module")
