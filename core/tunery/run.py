@@ -21,6 +21,7 @@ from . import data as datapipe
 from .config import RunConfig, dump_yaml
 from .errors import ConfigError, DataError, IncompatibleError, TrainingError
 from .loading import load_model, load_tokenizer
+from .packing import can_pack, pack, packing_enabled
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -115,6 +116,11 @@ def check_compatibility(run: RunContext) -> None:
         )
     if config.data.packing and not method.supports_packing:
         raise IncompatibleError(f"method '{method.name}' does not support sequence packing; set data.packing=false")
+    if config.data.packing and run.data_task != "causal_lm":
+        raise IncompatibleError(
+            f"data.packing works for causal_lm data only; formatter '{formatter.name}' gives {run.data_task} data: "
+            "set data.packing=false"
+        )
     for i, choice in enumerate(config.evaluators):
         evaluator = engine.evaluators.get(choice.name)
         engine.host.require_available("evaluators", choice.name)
@@ -251,9 +257,11 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from .collate import Collator
+    from .loss import trainer_loss, use_chunked_loss
+    from .packing import needs_flat_batches
 
     t, config = run.config.training, run.config
-    collator = Collator(run.tokenizer.pad_token_id)
+    collator = Collator(run.tokenizer.pad_token_id, flatten=needs_flat_batches(model))
     bf16 = bf16_default() if t.bf16 is None else t.bf16
     import torch
 
@@ -300,10 +308,13 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         raise ConfigError(f"invalid training settings: {exc}") from None
 
     method, options = run.method, run.config.method.options
+    chunked = t.chunked_loss and run.model_task == "causal_lm" and use_chunked_loss(training_args, model)
 
     class TuneryTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = method.compute_loss(model, inputs, options, run)
+            if loss is None and chunked and not return_outputs and "labels" in inputs:
+                return trainer_loss(self, model, inputs, num_items_in_batch)
             if loss is None:
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
@@ -376,7 +387,17 @@ def _train(run: RunContext) -> RunResult:
     run.model_source = engine.resolve_model(config.model)
     run.tokenizer = load_tokenizer(run.model_source, config.trust_remote_code)
     train, evaluation, data_summary = build_data(run)
-    run.total_steps = planned_steps(config, len(train))
+    rows = train
+    if packing_enabled(run):
+        if can_pack(train):
+            rows = pack(train, config.data.max_length)
+            data_summary["train"]["packed_rows"] = len(rows)
+        elif config.data.packing:
+            raise IncompatibleError(f"formatter '{run.formatter.name}' gives examples with more than input_ids and "
+                                    "labels, which cannot be packed; set data.packing=false")
+        else:
+            log.info("not packing: formatter '%s' gives examples with extra keys", run.formatter.name)
+    run.total_steps = planned_steps(config, len(rows))
     run.model_task, run.num_labels = method.model_task(run.data_task)
     keep = list(HEAD_MODULES) + method.fully_trained_modules(config.method.options, run)
     set_seed(config.seed)
@@ -387,7 +408,7 @@ def _train(run: RunContext) -> RunResult:
     )
     model = quantizer.prepare(model, config.quantizer.options, run)
     model = method.prepare(model, config.method.options, run)
-    trainer = build_trainer(run, model, train, evaluation)
+    trainer = build_trainer(run, model, rows, evaluation)
     run.device = trainer.args.device
     model = trainer.model
 
