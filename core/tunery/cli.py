@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import click
@@ -66,8 +67,6 @@ def get_engine(ctx: click.Context):
     """The engine of this invocation, created once (plugins load here)."""
     root = ctx.find_root()
     if root.obj is None:
-        import warnings
-
         from .engine import Engine
         from .plugins import PluginWarning
 
@@ -82,6 +81,9 @@ def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # bitsandbytes warns at import, on AVX512-BF16 CPUs, about an optional kernel package; harmless.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")  # deprecations for v6
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     logger = logging.getLogger("tunery")
@@ -191,6 +193,10 @@ def train(ctx, config, data, overrides, overwrite, verbose, **quick) -> None:
         if result.metrics.get(phase):
             click.echo(f"{phase:>6}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.metrics[phase].items()
                                                    if isinstance(v, (int, float))))
+    from .datatools import summary_lines
+
+    for line in summary_lines(result.metrics.get("data") or {}, result.output_dir):
+        click.echo(line)
     click.echo(f"run folder: {result.output_dir}  ({result.model_dir.name}/ holds the result)")
 
 
@@ -207,6 +213,71 @@ def _print_samples(samples: dict) -> None:
         click.echo(f"  after:  {item['output']}")
     if after:
         click.echo("")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@cli.group()
+def data() -> None:
+    """Check data files, and preview what a model will learn from them."""
+
+
+def _format_options(overrides: tuple[str, ...]) -> dict:
+    from .config import apply_overrides
+
+    return apply_overrides({}, list(overrides))
+
+
+_DATA_OPTIONS = [
+    click.option("--format", "format_name", required=True, help="Data formatter plugin (see `tunery plugins`)."),
+    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                 help="A formatter option, e.g. --set train_on=last_assistant (repeatable)."),
+    click.option("--max-length", type=int, help="Token limit (default 512 with --model, none without)."),
+]
+
+
+def _data_options(fn):
+    for option in reversed(_DATA_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+@data.command()
+@click.argument("paths", nargs=-1, required=True)
+@_data_options
+@click.option("--model", help="Tokenize with this model's tokenizer (default: a small built-in one).")
+@click.option("--truncation", type=click.Choice(["error", "right", "left", "drop"]), default="error",
+              show_default=True, help="What a row longer than --max-length is.")
+@click.pass_context
+def check(ctx, paths, format_name, overrides, max_length, model, truncation) -> None:
+    """List every bad row of PATHS (files, folders, globs, hub names) with its file, line or row
+    and reason, then the count per reason. Exit code 5 when any row is bad."""
+    from .datatools import check as check_data, check_report
+    from .errors import DataError
+
+    result = check_data(get_engine(ctx), format_name, list(paths), options=_format_options(overrides),
+                        model=model, max_length=max_length, truncation=truncation)
+    for line in check_report(result):
+        click.echo(line)
+    if result.problems:
+        ctx.exit(DataError.exit_code)
+
+
+@data.command()
+@click.argument("paths", nargs=-1, required=True)
+@_data_options
+@click.option("--model", required=True, help="The model whose tokenizer and chat template render the data.")
+@click.option("-n", "count", type=int, default=3, show_default=True, help="How many examples.")
+@click.pass_context
+def preview(ctx, paths, format_name, overrides, max_length, model, count) -> None:
+    """Print the first examples of PATHS as the model sees them; the tokens it learns (the loss
+    falls on them) are marked \u27e6like this\u27e7."""
+    from .datatools import preview as preview_data
+
+    for block in preview_data(get_engine(ctx), format_name, list(paths), model, options=_format_options(overrides),
+                              n=count, max_length=max_length or 512):
+        click.echo(block)
 
 
 # --------------------------------------------------------------------------- init

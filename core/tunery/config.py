@@ -31,6 +31,8 @@ class DataConfig:
     on_bad_row: Literal["error", "skip"] = "error"
     truncation: Literal["right", "left", "drop", "error"] = "right"
     limit: int | None = None
+    group_by_length: bool = False  # batch examples of similar length together (less padding)
+    cache: bool = True  # reuse tokenised examples when files, tokenizer and formatter are unchanged
 
     def validate(self, where: str) -> None:
         if not self.train:

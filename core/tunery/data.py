@@ -1,7 +1,8 @@
 """The data pipeline: files -> rows (with where each came from) -> examples, nothing dropped silently.
 
 Rows are read from json (a list, or one object per line), jsonl, csv, parquet and txt files,
-folders and globs of them. Each row keeps its source (file and line or row number) so that a
+folders and globs of them, and from `datasets` hub names (``org/name`` or ``org/name:split``,
+offline from the local cache when ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` is set). Each row keeps its source (file and line or row number) so that a
 bad row is reported exactly. A formatter turns each row into examples; a bad row becomes a
 :class:`Problem`, and depending on ``data.on_bad_row`` the run stops with every problem listed
 (``error``) or goes on with the bad rows counted and written to the run folder (``skip``).
@@ -15,12 +16,14 @@ import glob
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import DataError, RowError
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
+HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+(:[\w.-]+)?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +78,8 @@ def expand_paths(specs: list[str]) -> list[str]:
             files.extend(matches)
         elif os.path.isfile(spec):
             files.append(spec)
+        elif HUB_NAME.fullmatch(spec) and Path(spec).suffix.lower() not in SUFFIXES:
+            files.append(spec)  # a `datasets` hub name, read by read_rows
         else:
             raise DataError(
                 f"data file '{spec}' does not exist (give a file, a folder, a glob, or a cached `datasets` name)"
@@ -85,7 +90,10 @@ def expand_paths(specs: list[str]) -> list[str]:
 def read_rows(path: str, problems: list[Problem]) -> Iterator[Row]:
     """Rows of one file; unreadable rows (invalid JSON...) are appended to ``problems``."""
     suffix = Path(path).suffix.lower()
-    if suffix == ".txt":
+    if not os.path.exists(path) and HUB_NAME.fullmatch(path):
+        for n, record in enumerate(load_hub(path), 1):
+            yield Row(record, Source(path, row=n))
+    elif suffix == ".txt":
         with open(path, encoding="utf-8", errors="strict") as f:
             for n, line in enumerate(f, 1):
                 text = line.rstrip("\n")
@@ -129,7 +137,28 @@ def _read_json(path: str, problems: list[Problem]) -> Iterator[Row]:
             problems.append(Problem(Source(path, line=n), "invalid JSON", exc.msg))
 
 
+def offline() -> bool:
+    """Whether the Hugging Face hub must not be contacted (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``)."""
+    return any(os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def load_hub(spec: str):
+    """The ``datasets.Dataset`` named ``org/name[:split]`` (split ``train`` by default)."""
+    import datasets
+
+    name, _, split = spec.partition(":")
+    try:
+        return datasets.load_dataset(name, split=split or "train")
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; all mean "cannot read it"
+        where = "it is not in the local datasets cache and HF_HUB_OFFLINE is set" if offline() else str(exc)
+        raise DataError(f"'{spec}' is not a local file, and it could not be read as a `datasets` hub data set: "
+                        f"{where}; give a file, a folder, a glob, or a cached hub name") from None
+
+
 def file_digest(path: str) -> str:
+    """sha256 of a data file (a hub data set: its `datasets` fingerprint)."""
+    if not os.path.exists(path) and HUB_NAME.fullmatch(path):
+        return "datasets:" + load_hub(path)._fingerprint
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -146,11 +175,13 @@ class Examples:
     rows: int
     problems: list[Problem]
     truncated: int = 0
+    dropped: int = 0  # too long with data.truncation=drop
 
     def summary(self) -> dict:
         counts = collections.Counter(p.reason for p in self.problems)
         return {"files": self.files, "rows": self.rows, "examples": len(self.examples),
-                "bad_rows": len(self.problems), "bad_rows_by_reason": dict(counts), "truncated": self.truncated}
+                "bad_rows": len(self.problems), "bad_rows_by_reason": dict(counts), "truncated": self.truncated,
+                "dropped_too_long": self.dropped}
 
 
 def load_rows(specs: list[str], limit: int | None = None) -> tuple[list[Row], list[str], list[Problem]]:
@@ -166,11 +197,13 @@ def load_rows(specs: list[str], limit: int | None = None) -> tuple[list[Row], li
     return rows, files, problems
 
 
-def format_rows(rows: list[Row], formatter, options, tokenizer, run, problems: list[Problem]) -> tuple[list[dict], int]:
-    """Examples for ``rows``; bad rows (including those left with nothing to learn) go to ``problems``."""
+def format_rows(rows: list[Row], formatter, options, tokenizer, run,
+                problems: list[Problem]) -> tuple[list[dict], int, int]:
+    """Examples for ``rows``, the number truncated and the number dropped as too long
+    (``data.truncation=drop``); bad rows (including those left with nothing to learn) go to ``problems``."""
     data = run.config.data
     examples: list[dict] = []
-    truncated = 0
+    truncated = dropped = 0
     for row in rows:
         try:
             if not isinstance(row.values, dict):
@@ -184,10 +217,13 @@ def format_rows(rows: list[Row], formatter, options, tokenizer, run, problems: l
                 check_trainable(example, formatter.task)
                 fitted.append(example)
         except RowError as exc:
-            problems.append(Problem(row.source, exc.reason, exc.detail))
+            if exc.reason == "too long" and data.truncation == "drop":
+                dropped += 1
+            else:
+                problems.append(Problem(row.source, exc.reason, exc.detail))
             continue
         examples.extend(fitted)
-    return examples, truncated
+    return examples, truncated, dropped
 
 
 SEQUENCE_KEYS = ("input_ids", "labels", "attention_mask")
@@ -211,7 +247,8 @@ def check_trainable(example: dict, task: str) -> None:
     """A causal-LM example whose labels are all masked teaches nothing: a bad row, not a silent one."""
     for key, value in example.items():
         if key.endswith("labels") and isinstance(value, list) and value and all(v == -100 for v in value):
-            raise RowError("no trainable token", "every label is masked (prompt too long for data.max_length?)")
+            raise RowError("no trainable token", "every label is masked (nothing to learn in this row, "
+                                                 "or the prompt fills data.max_length)")
 
 
 def write_problems(problems: list[Problem], path: str, per_reason: int = 20) -> None:

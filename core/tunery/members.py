@@ -130,6 +130,12 @@ class Formatter(Member):
         file and row number. Never drop a row silently."""
         raise NotImplementedError
 
+    def prepare_rows(self, rows: list, options: Any, run: RunContext, split: str) -> list:
+        """Reorder, select or tag the rows of a split (``"train"`` or ``"eval"``) before
+        :meth:`format` sees them; ``rows`` are :class:`tunery.data.Row` (values and source).
+        The default keeps them as they are; ``multitask`` uses it to mix its data sets."""
+        return rows
+
     def label_names(self, rows: list[Mapping[str, Any]], options: Any) -> list[str] | None:
         """Classification only: the ordered label names found in (or configured for) the data."""
         return None

@@ -60,7 +60,14 @@ def to_dict(instance: Any) -> dict:
     return dataclasses.asdict(instance)
 
 
+FRIENDLY = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+
+
 def _type_name(tp) -> str:
+    if tp in FRIENDLY:
+        return FRIENDLY[tp]
+    if typing.get_origin(tp) in (list, tuple):
+        return "a list"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -80,6 +87,8 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         names = " or ".join(_type_name(a) for a in args if a is not type(None))
+        if type(None) in args:
+            names += " (or null)"
         raise ConfigError(f"config key '{path}' must be {names}, got {value!r}")
     if origin is typing.Literal:
         if value in args:

@@ -91,6 +91,7 @@ class RunResult:
     model_dir: Path
     metrics: dict
     samples: dict = dataclasses.field(default_factory=dict)
+    model: Any = dataclasses.field(default=None, repr=False)  # the trained model, still in memory
 
 
 # ----------------------------------------------------------------------------- checks
@@ -157,17 +158,13 @@ def prepare_output_dir(config: RunConfig) -> Path:
 
 def build_data(run: RunContext) -> tuple[list[dict], list[dict], dict]:
     """Train and eval examples plus the data summary; bad rows follow ``data.on_bad_row``."""
+    from .datatools import prepare_data
+
     cfg = run.config.data
-    formatter, options = run.formatter, run.config.format.options
-    rows, train_files, problems = datapipe.load_rows(cfg.train, cfg.limit)
-    eval_rows, eval_files, eval_problems = datapipe.load_rows(cfg.eval) if cfg.eval else ([], [], [])
-    if run.data_task == "classification":
-        names = formatter.label_names([r.values for r in rows if isinstance(r.values, dict)], options)
-        if not names:
-            raise DataError(f"formatter '{formatter.name}' found no labels in the training data")
-        run.label_names = list(names)
-    train, cut = datapipe.format_rows(rows, formatter, options, run.tokenizer, run, problems)
-    evaluation, eval_cut = datapipe.format_rows(eval_rows, formatter, options, run.tokenizer, run, eval_problems)
+    prepared = prepare_data(run)
+    train, evaluation = prepared.train.examples, prepared.eval.examples
+    problems, eval_problems = prepared.train.problems, prepared.eval.problems
+    train_files = prepared.train.files
     for what, found in (("training", problems), ("evaluation", eval_problems)):
         if found and cfg.on_bad_row == "error":
             raise DataError(datapipe.problems_message(found, what), found)
@@ -186,9 +183,9 @@ def build_data(run: RunContext) -> tuple[list[dict], list[dict], dict]:
         evaluation = [train[i] for i in sorted(held)]
         train = [ex for i, ex in enumerate(train) if i not in held]
     summary = {
-        "train": datapipe.Examples(train, train_files, len(rows), problems, cut).summary(),
-        "eval": datapipe.Examples(evaluation, eval_files, len(eval_rows), eval_problems, eval_cut).summary(),
-        "labels": run.label_names,
+        "train": dataclasses.replace(prepared.train, examples=train).summary(),
+        "eval": dataclasses.replace(prepared.eval, examples=evaluation).summary(),
+        "labels": run.label_names, "cached": prepared.cached,
     }
     return train, evaluation, summary
 
@@ -283,15 +280,17 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         save_strategy="steps" if t.save_steps else "no",
         save_steps=t.save_steps or 500,
         save_total_limit=t.save_total_limit,
-        gradient_checkpointing=t.gradient_checkpointing,
         report_to=[],
         seed=config.seed,
         data_seed=config.seed,
         disable_tqdm=True,
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if config.data.group_by_length else "random",
         use_cpu=not torch.cuda.is_available(),
     )
+    if t.gradient_checkpointing:
+        args["activation_checkpointing"] = True
     unknown = set(t.extra) - set(TrainingArguments.__dataclass_fields__)
     if unknown:
         from .options import closest
@@ -420,10 +419,13 @@ def _train(run: RunContext) -> RunResult:
         raise
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"training failed at step {trainer.state.global_step}: {exc}") from exc
+    # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
+    # measured like "before" and the returned model matches what was saved.
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     model_dir = run.output_dir / method.output_kind
-    save_result(run, trainer.model, model_dir)
-    after = evaluate(run, trainer.model, evaluation, "after")
-    samples["after"] = sample_generations(run, trainer.model)
+    save_result(run, model, model_dir)
+    after = evaluate(run, model, evaluation, "after")
+    samples["after"] = sample_generations(run, model)
 
     collator = trainer.tunery_collator
     train_metrics = {
@@ -440,7 +442,7 @@ def _train(run: RunContext) -> RunResult:
     if samples["before"] or samples["after"]:
         _write_json(run.output_dir / "samples.json", samples)
     _write_json(run.output_dir / "manifest.json", manifest(run))
-    return RunResult(run.output_dir, model_dir, metrics, samples)
+    return RunResult(run.output_dir, model_dir, metrics, samples, model)
 
 
 def _last_loss(trainer) -> float | None:

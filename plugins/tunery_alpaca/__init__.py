@@ -51,10 +51,10 @@ class Alpaca(Formatter):
         prompt = ""
         if system:
             prompt += system + "\n\n"
-        for user, assistant in history:
-            prompt += PROMPT.format(instruction=user) + assistant + "\n\n"
         template = options.prompt_with_input if extra else options.prompt
         try:
+            for user, assistant in history:
+                prompt += options.prompt.format(instruction=user, input="") + assistant + "\n\n"
             prompt += template.format(instruction=instruction, input=extra)
         except (KeyError, IndexError) as exc:
             raise RowError("bad template", f"format.prompt uses an unknown field {exc}") from None

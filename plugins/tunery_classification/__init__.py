@@ -27,7 +27,12 @@ class Classification(Formatter):
     def label_names(self, rows, options):
         if options.labels:
             return list(options.labels)
-        found = {self._label(row, options) for row in rows if options.label in row and row[options.label] is not None}
+        found = set()
+        for row in rows:
+            try:
+                found.add(self._label(row, options))
+            except RowError:  # missing or of the wrong type: reported when the row is formatted
+                pass
         found.discard("")
         numeric = all(name.lstrip("-").isdigit() for name in found)
         return sorted(found, key=int) if numeric else sorted(found)
@@ -35,6 +40,8 @@ class Classification(Formatter):
     @staticmethod
     def _label(row, options):
         value = row.get(options.label)
+        if value is None:
+            return ""
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise RowError("wrong type", f"'{options.label}' must be a string or an integer, got {type(value).__name__}")
         if isinstance(value, float):
@@ -46,9 +53,9 @@ class Classification(Formatter):
     def format(self, row, tokenizer, options, run):
         text = text_column(row, options.text)
         pair = text_column(row, options.text_pair) if options.text_pair else None
-        if options.label not in row or row[options.label] is None:
-            raise RowError("missing column", f"no '{options.label}'")
         label = self._label(row, options)
+        if not label:  # an empty csv cell, or no label at all
+            raise RowError("missing column", f"no '{options.label}'")
         names = run.label_names or []
         if label not in names:
             raise RowError("unknown label", f"'{label}' is not one of {', '.join(names)}")

@@ -14,7 +14,7 @@ from tunery.text import bos_ids, encode, eos_ids, text_column
 @dataclasses.dataclass
 class CompletionOptions:
     text: str = "text"
-    stride: int = 0  # tokens of overlap between consecutive windows of a long text
+    stride: int = 0  # tokens of overlap between consecutive windows of a long text (at least 1 is kept)
     add_eos: bool = True
 
 
@@ -32,12 +32,14 @@ class Completion(Formatter):
             raise RowError("bad option", f"format.stride ({options.stride}) must be below data.max_length ({size})")
         if len(ids) < 2:
             raise RowError("empty text", "the text has fewer than two tokens")
-        windows, start, step = [], 0, size - options.stride
+        # Windows overlap by at least one token: a window's first token is context, never predicted.
+        overlap = max(options.stride, 1)
+        windows, start, step = [], 0, size - overlap
         while True:
             window = ids[start:start + size]
             labels = list(window)
             if start:  # overlapping tokens were already learned in the previous window
-                labels[:options.stride] = [-100] * min(options.stride, len(labels))
+                labels[:overlap] = [-100] * overlap
             windows.append({"input_ids": window, "labels": labels})
             if start + size >= len(ids):
                 break

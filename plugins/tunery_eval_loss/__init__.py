@@ -1,4 +1,7 @@
-"""Evaluator ``loss``: mean loss per predicted token (causal LM, with perplexity) or per example."""
+"""Evaluator ``loss``: mean loss per predicted token (causal LM, with perplexity) or per example.
+
+Examples that carry a task name (``_task``, from the ``multitask`` formatter) are also measured
+per task: ``<task>/loss`` (and ``<task>/perplexity``)."""
 
 from __future__ import annotations
 
@@ -21,6 +24,15 @@ class Loss(Evaluator):
     Options = LossOptions
 
     def evaluate(self, model, dataset, options, run):
+        metrics = self._measure(model, dataset, options, run)
+        tasks = sorted({ex["_task"] for ex in dataset if ex.get("_task") is not None})
+        for task in tasks:
+            part = self._measure(model, [ex for ex in dataset if ex.get("_task") == task], options, run)
+            metrics.update({f"{task}/{k}": v for k, v in part.items()})
+        return metrics
+
+    @staticmethod
+    def _measure(model, dataset, options, run):
         total, count = 0.0, 0
         for batch in run.batches(dataset, options.batch_size):
             loss = model(**batch).loss

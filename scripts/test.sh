@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the test suite (what CI runs): installs what it needs, then pytest without the slow tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+exec .venv/bin/python -m pytest -m "not slow" -q -p no:cacheprovider "$@"
