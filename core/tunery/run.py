@@ -21,6 +21,7 @@ from . import data as datapipe
 from .config import RunConfig, dump_yaml
 from .errors import ConfigError, DataError, IncompatibleError, TrainingError
 from .loading import load_model, load_tokenizer
+from .distributed import is_main_process, sum_across_processes
 from .packing import can_pack, pack, packing_enabled
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -168,7 +169,7 @@ def build_data(run: RunContext) -> tuple[list[dict], list[dict], dict]:
     for what, found in (("training", problems), ("evaluation", eval_problems)):
         if found and cfg.on_bad_row == "error":
             raise DataError(datapipe.problems_message(found, what), found)
-    if problems or eval_problems:
+    if (problems or eval_problems) and is_main_process():
         datapipe.write_problems(problems + eval_problems, str(run.output_dir / "bad_rows.json"))
         log.warning("skipped %d bad row(s); see %s", len(problems) + len(eval_problems), run.output_dir / "bad_rows.json")
     if not train:
@@ -327,11 +328,14 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
             self.log_path = run.output_dir / "train_log.jsonl"
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
+            if not logs:
+                return
+            tokens = int(sum_across_processes([collator.real_tokens])[0])  # every process takes part
+            if not state.is_world_process_zero:
                 return
             elapsed = time.perf_counter() - self.start
             record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
-                      "tokens": collator.real_tokens, "tokens_per_s": round(collator.real_tokens / max(elapsed, 1e-9), 2),
+                      "tokens": tokens, "tokens_per_s": round(tokens / max(elapsed, 1e-9), 2),
                       "elapsed_s": round(elapsed, 3)}
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -365,8 +369,9 @@ def execute(engine: Engine, config: RunConfig) -> RunResult:
     formatter = engine.formatters.get(config.format.name)
     run = RunContext(config=config, output_dir=Path(config.output_dir), engine=engine, data_task=formatter.task)
     check_compatibility(run)
-    run.output_dir = prepare_output_dir(config)
-    (run.output_dir / "config.yaml").write_text(dump_yaml(config))
+    if is_main_process():  # under torchrun / accelerate launch, the other processes write nothing
+        run.output_dir = prepare_output_dir(config)
+        (run.output_dir / "config.yaml").write_text(dump_yaml(config))
     run.notify("tunery_run_start")
     try:
         result = _train(run)
@@ -423,25 +428,29 @@ def _train(run: RunContext) -> RunResult:
     # measured like "before" and the returned model matches what was saved.
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     model_dir = run.output_dir / method.output_kind
-    save_result(run, model, model_dir)
+    if is_main_process():
+        save_result(run, model, model_dir)
     after = evaluate(run, model, evaluation, "after")
     samples["after"] = sample_generations(run, model)
 
     collator = trainer.tunery_collator
+    tokens, padded = (int(n) for n in sum_across_processes([collator.real_tokens, collator.padded_tokens]))
     train_metrics = {
         "loss": _last_loss(trainer), "mean_loss": output.training_loss, "steps": output.global_step,
         "examples": len(train), "seconds": round(output.metrics.get("train_runtime", 0.0), 3),
-        "tokens": collator.real_tokens, "padded_tokens": collator.padded_tokens,
-        "tokens_per_s": round(collator.real_tokens / max(output.metrics.get("train_runtime", 1e-9), 1e-9), 2),
+        "tokens": tokens, "padded_tokens": padded,
+        "tokens_per_s": round(tokens / max(output.metrics.get("train_runtime", 1e-9), 1e-9), 2),
+        "processes": trainer.args.world_size,
     }
     metrics = {"train": train_metrics, "before": before, "after": after, "data": data_summary,
                "wall_seconds": round(time.perf_counter() - started, 3)}
     if not evaluation and config.evaluators:
         metrics["note"] = "no evaluation data: set data.val_split or data.eval to get before/after metrics"
-    _write_json(run.output_dir / "metrics.json", metrics)
-    if samples["before"] or samples["after"]:
-        _write_json(run.output_dir / "samples.json", samples)
-    _write_json(run.output_dir / "manifest.json", manifest(run))
+    if is_main_process():
+        _write_json(run.output_dir / "metrics.json", metrics)
+        if samples["before"] or samples["after"]:
+            _write_json(run.output_dir / "samples.json", samples)
+        _write_json(run.output_dir / "manifest.json", manifest(run))
     return RunResult(run.output_dir, model_dir, metrics, samples, model)
 
 
