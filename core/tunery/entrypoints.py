@@ -3,8 +3,8 @@
 Scanning every installed distribution with ``importlib.metadata`` (and importing it, with the
 ``email`` parser it needs) is the largest part of ``tunery --help``. The scan's result is kept in
 ``<cache>/entry-points.json`` under a key made of the modification times of every ``sys.path``
-folder: installing, upgrading or removing a distribution changes its folder, and with it the key,
-so a stale list is never used.
+folder and of every distribution's ``entry_points.txt`` in them: installing, upgrading, removing
+or editing a distribution changes the key, so a stale list is never used.
 """
 
 from __future__ import annotations
@@ -41,6 +41,13 @@ def _key(group: str) -> str:
     for entry in sys.path:
         try:
             parts.append(f"{entry}={os.stat(entry or '.').st_mtime_ns}")
+            with os.scandir(entry or ".") as found:
+                for item in found:
+                    if item.name.endswith((".dist-info", ".egg-info")):
+                        try:
+                            parts.append(f"{item.name}={os.stat(os.path.join(item.path, 'entry_points.txt')).st_mtime_ns}")
+                        except OSError:
+                            continue
         except OSError:
             parts.append(f"{entry}=-")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()

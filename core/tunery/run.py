@@ -301,6 +301,13 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
             f"config key 'training.extra.{key}' is not a transformers.TrainingArguments field"
             f"{closest(key, TrainingArguments.__dataclass_fields__)}"
         )
+    if t.extra.get("deepspeed"):
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError("config key 'training.extra.deepspeed' needs the deepspeed package: pip install deepspeed")
+        if isinstance(t.extra["deepspeed"], str) and not os.path.isfile(t.extra["deepspeed"]):
+            raise ConfigError(f"config key 'training.extra.deepspeed': no DeepSpeed config file '{t.extra['deepspeed']}'")
     args.update(t.extra)
     try:
         training_args = TrainingArguments(**args)
