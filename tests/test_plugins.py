@@ -15,7 +15,8 @@ from tunery import Engine, Method, hookimpl
 from tunery.errors import PluginError
 from tunery.plugins import PluginWarning
 
-BUILTIN = {"alpaca", "chat", "classification", "completion", "eval-loss", "full", "lora", "models", "multitask", "none"}
+BUILTIN = {"alpaca", "chat", "classification", "completion", "eval-loss", "eval-classification", "eval-generation",
+           "eval-multiple-choice", "full", "lora", "models", "multitask", "none"}
 
 
 def make_distribution(root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:

@@ -6,10 +6,10 @@ Cheap to import: nothing here loads torch, transformers, peft, datasets or bitsa
 from .engine import Engine
 from .errors import ConfigError, DataError, IncompatibleError, ModelSourceError, PluginError, RowError, TrainingError, TuneryError
 from .hookspecs import hookimpl
-from .members import Evaluator, Formatter, Method, Quantizer
+from .members import EvalResult, Evaluator, Formatter, Method, Quantizer
 
 __all__ = [
-    "Engine", "hookimpl", "Method", "Formatter", "Quantizer", "Evaluator",
+    "Engine", "hookimpl", "Method", "Formatter", "Quantizer", "Evaluator", "EvalResult",
     "TuneryError", "ConfigError", "PluginError", "IncompatibleError", "ModelSourceError", "DataError",
     "RowError", "TrainingError", "__version__",
 ]

@@ -309,13 +309,20 @@ data:
 
 quantizer: none         # bnb-4bit / bnb-8bit when installed
 
-evaluators: [loss]      # measured before and after training
+evaluators: [loss]      # measured before and after training; also classification, generation,
+                        # {{name: multiple_choice, data: questions.jsonl}}; `tunery eval` runs them later
 
 training:
   epochs: 3
   learning_rate: 2.0e-4
   batch_size: 4
   grad_accum: 1
+  eval_steps: null      # also evaluate every N steps (needed by early_stopping)
+  report_to: []         # trackers: tensorboard, wandb, mlflow (pip install 'tunery[tensorboard]')
+
+# early_stopping:       # stop when an evaluation metric stops improving; the best checkpoint is kept
+#   metric: loss/loss
+#   patience: 3
 
 generation:             # answered before and after training, so the change is visible
   prompts: ["Who are you?"]
@@ -365,6 +372,55 @@ def merge(ctx, run_dir, output_dir) -> None:
     _setup_logging(False)
     out = get_engine(ctx).merge(run_dir, output_dir)
     click.echo(f"merged model written to {out}")
+
+
+# --------------------------------------------------------------------------- eval
+
+
+@cli.command("eval")
+@click.argument("target", required=False)
+@click.option("--evaluator", "evaluators", multiple=True, help="Evaluator plugin (repeatable); default: the run's own.")
+@click.option("--data", "data", multiple=True,
+              help="Evaluation data (repeatable); default: the run's own evaluation data.")
+@click.option("--format", "format", help="Data formatter for --data (default: the run's).")
+@click.option("--set", "overrides", multiple=True, metavar="EVALUATOR.KEY=VALUE", help="Set an evaluator option.")
+@click.option("--compare", nargs=2, metavar="RUN_A RUN_B", type=click.Path(file_okay=False, exists=True),
+              help="Put two finished runs' metrics side by side instead.")
+@click.option("--output", type=click.Path(dir_okay=False), help="Write metrics, worst examples and outputs here (JSON).")
+@click.pass_context
+def eval_(ctx, target, evaluators, data, format, overrides, compare, output) -> None:
+    """Evaluate a run folder or model (TARGET), or compare two runs (--compare RUN_A RUN_B)."""
+    _setup_logging(False)
+    if compare:
+        if target:
+            raise click.UsageError("give either TARGET or --compare RUN_A RUN_B, not both")
+        _print_comparison(compare)
+        return
+    if not target:
+        raise click.UsageError("give a run folder or model to evaluate, or --compare RUN_A RUN_B")
+    results = get_engine(ctx).evaluate(target, evaluators, data, format, overrides)
+    for name, result in results.items():
+        for key, value in result.metrics.items():
+            click.echo(f"{name}/{key} = {_fmt(value)}")
+        if result.worst:
+            click.echo(f"  ({len(result.worst)} worst examples of {name}{'; --output keeps them' if not output else ''})")
+    if output:
+        import dataclasses
+
+        Path(output).write_text(json.dumps({n: dataclasses.asdict(r) for n, r in results.items()}, indent=2, default=str))
+        click.echo(f"results written to {output}")
+
+
+def _print_comparison(run_dirs) -> None:
+    from .evaluation import compare_runs
+
+    table = compare_runs(run_dirs)
+    names = [Path(d).name or str(d) for d in run_dirs]
+    width = max([len(k) for k in table] + [6])
+    click.echo(f"{'metric':<{width}}  {names[0]:>14}  {names[1]:>14}  {'B - A':>10}")
+    for key, (a, b) in table.items():
+        delta = _fmt(b - a) if a is not None and b is not None else "-"
+        click.echo(f"{key:<{width}}  {_fmt(a) if a is not None else '-':>14}  {_fmt(b) if b is not None else '-':>14}  {delta:>10}")
 
 
 def main() -> None:  # console-script entry point

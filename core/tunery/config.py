@@ -64,6 +64,7 @@ class TrainingConfig:
     eval_steps: int | None = None
     save_steps: int | None = None
     save_total_limit: int | None = None
+    report_to: list[str] = dataclasses.field(default_factory=list)  # trackers: tensorboard, wandb, mlflow
     extra: dict = dataclasses.field(default_factory=dict)  # any other TrainingArguments field
 
     def validate(self, where: str) -> None:
@@ -76,6 +77,35 @@ class TrainingConfig:
             raise ConfigError(f"config key '{where}.warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
         if self.learning_rate <= 0:
             raise ConfigError(f"config key '{where}.learning_rate' must be positive, got {self.learning_rate}")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise ConfigError(f"config key '{where}.eval_steps' must be at least 1, got {self.eval_steps}")
+
+
+@dataclasses.dataclass
+class EarlyStoppingConfig:
+    """Stop when a metric of the evaluation every ``training.eval_steps`` stops improving."""
+
+    metric: str | None = None  # "evaluator/metric", e.g. loss/loss; None: no early stopping
+    patience: int = 3  # evaluations without improvement before training stops
+    threshold: float = 0.0  # smallest change that counts as an improvement
+    greater_is_better: bool | None = None  # None: lower is better for loss and perplexity, higher otherwise
+    keep_best: bool = True  # the saved result is the best checkpoint, not the last step
+
+    def validate(self, where: str) -> None:
+        if self.patience < 1:
+            raise ConfigError(f"config key '{where}.patience' must be at least 1, got {self.patience}")
+        if self.threshold < 0:
+            raise ConfigError(f"config key '{where}.threshold' must be 0 or more, got {self.threshold}")
+        if self.metric is not None and "/" not in self.metric:
+            raise ConfigError(
+                f"config key '{where}.metric' must be 'evaluator/metric' (e.g. loss/loss), got {self.metric!r}"
+            )
+
+    @property
+    def higher_is_better(self) -> bool:
+        if self.greater_is_better is not None:
+            return self.greater_is_better
+        return not self.metric.rsplit("/", 1)[-1].endswith(("loss", "perplexity"))
 
 
 @dataclasses.dataclass
@@ -115,6 +145,7 @@ class RunConfig:
     seed: int = 0
     trust_remote_code: bool = False
     overwrite: bool = False
+    early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {}
@@ -139,7 +170,8 @@ SECTIONS = {"method": "methods", "format": "formatters", "quantizer": "quantizer
 SIMPLE = {
     "model": str, "output_dir": str, "seed": int, "trust_remote_code": bool, "overwrite": bool,
 }
-NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig}
+NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig,
+          "early_stopping": EarlyStoppingConfig}
 TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | {"evaluators"}
 
 

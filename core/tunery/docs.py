@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 
 from . import hookspecs
-from .config import DataConfig, GenerationConfig, TrainingConfig
+from .config import NESTED
 
 
 def hook_functions() -> list:
@@ -61,7 +61,7 @@ def config_markdown(engine) -> str:
              "Top level: `model` (required), `output_dir` (required), `seed` (0), `trust_remote_code` (false), "
              "`overwrite` (false), and the sections below. Plugin sections (`method`, `format`, `quantizer`, each "
              "entry of `evaluators`) are a name or a mapping with `name` plus that plugin's options.", ""]
-    for key, cls in (("data", DataConfig), ("training", TrainingConfig), ("generation", GenerationConfig)):
+    for key, cls in NESTED.items():
         lines += [f"## `{key}`", "", inspect.cleandoc(cls.__doc__ or ""), "", *fields_table(cls), ""]
     for section, registry in (("method", engine.methods), ("format", engine.formatters),
                               ("quantizer", engine.quantizers), ("evaluators[]", engine.evaluators)):

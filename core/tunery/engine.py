@@ -119,6 +119,13 @@ class Engine:
         loaded = self.load(target)
         return generate(loaded.model, loaded.tokenizer, prompts, **options)
 
+    def evaluate(self, target: str, evaluators: Iterable[str] = (), data: Iterable[str] = (),
+                 format: str | None = None, overrides: Iterable[str] = ()) -> dict:
+        """Evaluate a run folder or model -> ``{evaluator: EvalResult}`` (see tunery.evaluation)."""
+        from .evaluation import evaluate_target
+
+        return evaluate_target(self, str(target), evaluators, data, format, overrides)
+
     def merge(self, run_dir: str, output_dir: str) -> Path:
         """Fold a run's tuning into the base weights and write a standalone model folder."""
         from .runs import merge

@@ -23,28 +23,36 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
              chat: bool | None = None, temperature: float = 0.0, seed: int = 0) -> list[str]:
     """The completion of each prompt (greedy when ``temperature`` is 0). Uses the KV cache,
     which prompt-learning methods such as prefix tuning need."""
-    import torch
-
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     outputs = []
     try:
         for prompt in prompts:
             text = render_prompt(tokenizer, prompt, chat)
-            enc = tokenizer(text, return_tensors="pt", add_special_tokens=not text.startswith(tokenizer.bos_token or "\0"))
-            enc = {k: v.to(device) for k, v in enc.items()}
-            kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, use_cache=True,
-                                          pad_token_id=tokenizer.pad_token_id)
-            if temperature > 0:
-                torch.manual_seed(seed)
-                kwargs.update(do_sample=True, temperature=temperature)
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            with torch.no_grad():
-                out = model.generate(**enc, **kwargs)
-            new = out[0, enc["input_ids"].shape[1]:]
-            outputs.append(tokenizer.decode(new, skip_special_tokens=True).strip())
+            ids = tokenizer(text, add_special_tokens=not text.startswith(tokenizer.bos_token or "\0"))["input_ids"]
+            outputs.append(complete(model, tokenizer, ids, max_new_tokens=max_new_tokens,
+                                    temperature=temperature, seed=seed))
     finally:
         model.train(was_training)
     return outputs
+
+
+def complete(model: Any, tokenizer: Any, prompt_ids: list[int], *, max_new_tokens: int = 64,
+             temperature: float = 0.0, seed: int = 0, **decoding: Any) -> str:
+    """The decoded continuation of the token ids ``prompt_ids`` (greedy when ``temperature`` is
+    0, sampled otherwise); ``decoding`` adds ``generate`` settings such as ``num_beams``."""
+    import torch
+
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([list(prompt_ids)], device=device)
+    kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, use_cache=True, pad_token_id=tokenizer.pad_token_id,
+                                  attention_mask=torch.ones_like(input_ids))
+    if temperature > 0:
+        torch.manual_seed(seed)
+        kwargs.update(do_sample=True, temperature=temperature)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    kwargs.update(decoding)
+    with torch.no_grad():
+        out = model.generate(input_ids=input_ids, **kwargs)
+    return tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True).strip()

@@ -161,6 +161,22 @@ class Quantizer(Member):
         return model
 
 
+@dataclasses.dataclass
+class EvalResult:
+    """What an evaluator may return instead of a plain metrics mapping, for error analysis.
+
+    ``metrics``: plain numbers, names without the evaluator prefix. ``worst``: the worst examples
+    (highest loss, wrong predictions, lowest scores), worst first, as readable JSON objects.
+    ``records``: one JSON object per example when the outputs are worth keeping (generations).
+    ``details``: other JSON results, e.g. ``{"confusion_matrix": {"labels": [...], "matrix": [[...]]}}``.
+    The run writes all but ``metrics`` to ``evaluations/<phase>.json`` and shows them in ``report.md``."""
+
+    metrics: dict[str, Any]
+    worst: list[dict] = dataclasses.field(default_factory=list)
+    records: list[dict] = dataclasses.field(default_factory=list)
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
 class Evaluator(Member):
     """An evaluator: measures a model on data."""
 
@@ -169,10 +185,14 @@ class Evaluator(Member):
     tasks: ClassVar[frozenset[str]] = frozenset(DATA_TASKS)
     #: Whether a run that names no evaluators uses this one (for the tasks it handles).
     default: ClassVar[bool] = False
+    #: Whether it measures the run's evaluation examples; ``False`` for an evaluator that reads
+    #: its own data (named in its options), which then runs even when the run has no eval split.
+    uses_run_data: ClassVar[bool] = True
 
-    def evaluate(self, model: Any, dataset: Any, options: Any, run: RunContext) -> dict[str, Any]:
+    def evaluate(self, model: Any, dataset: Any, options: Any, run: RunContext) -> dict[str, Any] | EvalResult:
         """Return metrics (plain numbers; names without the evaluator prefix) for ``dataset``
-        (a list of examples from the run's formatter)."""
+        (a list of examples from the run's formatter), or an :class:`EvalResult` that also
+        carries the worst examples and per-example records."""
         raise NotImplementedError
 
 

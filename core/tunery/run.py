@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from . import data as datapipe
 from .config import RunConfig, dump_yaml
-from .errors import ConfigError, DataError, IncompatibleError, TrainingError
-from .loading import load_model, load_tokenizer
 from .distributed import is_main_process, sum_across_processes
+from .errors import ConfigError, DataError, IncompatibleError, TrainingError
+from .evaluation import best_checkpoint, check_early_stopping
+from .loading import load_model, load_tokenizer
 from .packing import can_pack, pack, packing_enabled
+from .report import write_reports
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -31,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("tunery")
 
 RUN_FILES = ("adapter", "model", "checkpoints", "metrics.json", "train_log.jsonl", "config.yaml",
-             "manifest.json", "samples.json", "bad_rows.json", "report.md", "loss.png")
+             "manifest.json", "samples.json", "bad_rows.json", "report.md", "loss.png", "evaluations", "tensorboard")
 HEAD_MODULES = ("classifier", "score", "lm_head")  # never quantized: heads are trained or tied
 
 
@@ -131,6 +133,11 @@ def check_compatibility(run: RunContext) -> None:
                 f"evaluator '{choice.name}' (evaluators[{i}]) cannot measure {formatter.task} data "
                 f"from formatter '{formatter.name}'; it handles: {', '.join(sorted(evaluator.tasks))}"
             )
+    check_early_stopping(config)
+    if config.training.report_to:
+        from .progress import check_trackers
+
+        check_trackers(config.training.report_to)
     quantizer.check(config.quantizer.options, run)
     method.check(config.method.options, run)
 
@@ -157,8 +164,9 @@ def prepare_output_dir(config: RunConfig) -> Path:
 # ----------------------------------------------------------------------------- data
 
 
-def build_data(run: RunContext) -> tuple[list[dict], list[dict], dict]:
-    """Train and eval examples plus the data summary; bad rows follow ``data.on_bad_row``."""
+def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict], list[dict], dict]:
+    """Train and eval examples plus the data summary; bad rows follow ``data.on_bad_row``
+    (skipped ones are listed in the run folder's bad_rows.json when ``write_problems``)."""
     from .datatools import prepare_data
 
     cfg = run.config.data
@@ -169,7 +177,7 @@ def build_data(run: RunContext) -> tuple[list[dict], list[dict], dict]:
     for what, found in (("training", problems), ("evaluation", eval_problems)):
         if found and cfg.on_bad_row == "error":
             raise DataError(datapipe.problems_message(found, what), found)
-    if (problems or eval_problems) and is_main_process():
+    if (problems or eval_problems) and write_problems and is_main_process():
         datapipe.write_problems(problems + eval_problems, str(run.output_dir / "bad_rows.json"))
         log.warning("skipped %d bad row(s); see %s", len(problems) + len(eval_problems), run.output_dir / "bad_rows.json")
     if not train:
@@ -202,22 +210,21 @@ def planned_steps(config: RunConfig, n_examples: int) -> int:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str) -> dict:
-    """Run every configured evaluator on ``examples``; returns ``{"evaluator/metric": value}``."""
-    import torch
+def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str, step: int | None = None) -> dict:
+    """Run every configured evaluator on ``examples``; returns ``{"evaluator/metric": value}``
+    (plus ``step`` during training). Before and after training, the evaluators' worst examples
+    and records go to ``evaluations/<phase>.json``."""
+    from .evaluation import details_json, flat_metrics, run_evaluators
 
-    if not examples or not run.config.evaluators:
+    results = run_evaluators(run, model, examples)
+    if not results:
         return {}
-    was_training = model.training
-    model.eval()
-    metrics: dict[str, Any] = {}
-    try:
-        with torch.no_grad():
-            for choice in run.config.evaluators:
-                result = run.engine.evaluators.get(choice.name).evaluate(model, examples, choice.options, run)
-                metrics.update({f"{choice.name}/{k}": v for k, v in result.items()})
-    finally:
-        model.train(was_training)
+    metrics = flat_metrics(results)
+    if phase == "during":
+        metrics["step"] = step
+    elif details_json(results):
+        (run.output_dir / "evaluations").mkdir(exist_ok=True)
+        _write_json(run.output_dir / "evaluations" / f"{phase}.json", details_json(results))
     run.notify("tunery_evaluation", phase=phase, metrics=metrics)
     return metrics
 
@@ -257,6 +264,8 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     from .collate import Collator
     from .loss import trainer_loss, use_chunked_loss
     from .packing import needs_flat_batches
+    from .evaluation import early_stopping_args, numeric
+    from .progress import Progress, place_tracker_logs
 
     t, config = run.config.training, run.config
     collator = Collator(run.tokenizer.pad_token_id, flatten=needs_flat_batches(model))
@@ -281,7 +290,7 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         save_strategy="steps" if t.save_steps else "no",
         save_steps=t.save_steps or 500,
         save_total_limit=t.save_total_limit,
-        report_to=[],
+        report_to=list(t.report_to),
         seed=config.seed,
         data_seed=config.seed,
         disable_tqdm=True,
@@ -308,6 +317,9 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
             raise ConfigError("config key 'training.extra.deepspeed' needs the deepspeed package: pip install deepspeed")
         if isinstance(t.extra["deepspeed"], str) and not os.path.isfile(t.extra["deepspeed"]):
             raise ConfigError(f"config key 'training.extra.deepspeed': no DeepSpeed config file '{t.extra['deepspeed']}'")
+    evaluating = bool(t.eval_steps and run.config.evaluators)
+    if evaluating:
+        args.update(eval_strategy="steps", eval_steps=t.eval_steps, **early_stopping_args(config))
     args.update(t.extra)
     try:
         training_args = TrainingArguments(**args)
@@ -326,6 +338,20 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
             return (loss, None) if return_outputs else loss
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            """The run's evaluators, every ``training.eval_steps`` (phase "during")."""
+            metrics = evaluate(run, self.model, evaluation, "during", step=self.state.global_step)
+            self.tunery_during.append(metrics)
+            logs = {f"{metric_key_prefix}_{k}": v for k, v in numeric(metrics).items() if k != "step"}
+            watched = config.early_stopping.metric
+            if watched and f"{metric_key_prefix}_{watched}" not in logs:
+                raise ConfigError(f"config key 'early_stopping.metric': the evaluation has no metric '{watched}'; "
+                                  f"it has: {', '.join(k for k in metrics if k != 'step') or 'none'} "
+                                  "(without evaluation data, set data.eval or data.val_split)")
+            self.log(logs)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, logs)
+            return logs
 
     class Reporter(TrainerCallback):
         """Writes train_log.jsonl and forwards each record and checkpoint to the hooks."""
@@ -346,8 +372,6 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
                       "elapsed_s": round(elapsed, 3)}
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            log.info("step %s: %s", state.global_step,
-                     ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()))
             run.notify("tunery_log", record=record)
 
         def on_save(self, args, state, control, **kwargs):
@@ -355,15 +379,22 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
                 path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 run.notify("tunery_checkpoint_saved", path=str(path), step=state.global_step)
 
+    callbacks = [Reporter(), Progress(lambda: collator.real_tokens), *method.callbacks(options, run)]
+    if config.early_stopping.metric:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(config.early_stopping.patience, config.early_stopping.threshold))
     trainer = TuneryTrainer(
         model=model,
         args=training_args,
         train_dataset=train,
-        eval_dataset=evaluation or None,
+        eval_dataset=evaluation if evaluating else None,  # our evaluate() reads `evaluation` itself
         data_collator=collator,
         processing_class=run.tokenizer,
-        callbacks=[Reporter(), *method.callbacks(options, run)],
+        callbacks=callbacks,
     )
+    trainer.tunery_during = []
+    place_tracker_logs(trainer, run.output_dir / "tensorboard")
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # records go to train_log.jsonl, logging and the hooks
@@ -451,6 +482,14 @@ def _train(run: RunContext) -> RunResult:
     }
     metrics = {"train": train_metrics, "before": before, "after": after, "data": data_summary,
                "wall_seconds": round(time.perf_counter() - started, 3)}
+    if trainer.tunery_during:
+        metrics["during"] = trainer.tunery_during
+    best = best_checkpoint(run, trainer.state)
+    if best:
+        metrics["best"] = best
+        metrics["stopped_early"] = output.global_step < run.total_steps
+        log.info("best checkpoint: %s (%s=%.4g at step %s)%s", best["checkpoint"], best["metric"], best["value"],
+                 best["step"], "; the saved result is that checkpoint" if best["kept"] else "")
     if not evaluation and config.evaluators:
         metrics["note"] = "no evaluation data: set data.val_split or data.eval to get before/after metrics"
     if is_main_process():
@@ -458,6 +497,7 @@ def _train(run: RunContext) -> RunResult:
         if samples["before"] or samples["after"]:
             _write_json(run.output_dir / "samples.json", samples)
         _write_json(run.output_dir / "manifest.json", manifest(run))
+        write_reports(run, model_dir, metrics, samples)
     return RunResult(run.output_dir, model_dir, metrics, samples, model)
 
 

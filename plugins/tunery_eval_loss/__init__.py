@@ -1,19 +1,21 @@
 """Evaluator ``loss``: mean loss per predicted token (causal LM, with perplexity) or per example.
 
 Examples that carry a task name (``_task``, from the ``multitask`` formatter) are also measured
-per task: ``<task>/loss`` (and ``<task>/perplexity``)."""
+per task: ``<task>/loss`` (and ``<task>/perplexity``). The examples with the highest loss are
+kept for error analysis (option ``worst``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 
-from tunery import Evaluator, hookimpl
+from tunery import EvalResult, Evaluator, hookimpl
 
 
 @dataclasses.dataclass
 class LossOptions:
     batch_size: int | None = None  # default: training.batch_size
+    worst: int = 5  # examples with the highest loss kept for error analysis (0: none)
 
 
 class Loss(Evaluator):
@@ -24,27 +26,37 @@ class Loss(Evaluator):
     Options = LossOptions
 
     def evaluate(self, model, dataset, options, run):
-        metrics = self._measure(model, dataset, options, run)
+        from tunery.evaluation import describe
+
+        per_example: list[float] = []
+        metrics = self._measure(model, dataset, options, run, per_example if options.worst else None)
         tasks = sorted({ex["_task"] for ex in dataset if ex.get("_task") is not None})
         for task in tasks:
             part = self._measure(model, [ex for ex in dataset if ex.get("_task") == task], options, run)
             metrics.update({f"{task}/{k}": v for k, v in part.items()})
-        return metrics
+        worst = sorted(range(len(per_example)), key=lambda i: -per_example[i])[:options.worst]
+        return EvalResult(metrics, worst=[{**describe(dataset[i], run), "loss": per_example[i]} for i in worst])
 
     @staticmethod
-    def _measure(model, dataset, options, run):
+    def _measure(model, dataset, options, run, per_example: list | None = None):
+        """Loss metrics of ``dataset``; each example's own loss is appended to ``per_example``."""
+        from tunery.evaluation import example_losses
+
         total, count = 0.0, 0
+        causal = run.model_task == "causal_lm"
         for batch in run.batches(dataset, options.batch_size):
-            loss = model(**batch).loss
-            if run.model_task == "causal_lm":  # the model averages over predicted (shifted) tokens
+            output = model(**batch)
+            if causal:  # the model averages over predicted (shifted) tokens
                 n = int((batch["labels"][:, 1:] != -100).sum())
             else:
                 n = int(batch["labels"].shape[0])
-            total += float(loss) * n
+            total += float(output.loss) * n
             count += n
+            if per_example is not None:
+                per_example += example_losses(output.logits, batch["labels"], causal)
         mean = total / max(count, 1)
-        metrics = {"loss": mean, "tokens" if run.model_task == "causal_lm" else "examples": count}
-        if run.model_task == "causal_lm":
+        metrics = {"loss": mean, "tokens" if causal else "examples": count}
+        if causal:
             metrics["perplexity"] = math.exp(min(mean, 50.0))
         return metrics
 

@@ -1,0 +1,255 @@
+"""Running evaluators: in a run (before, during, after training) and on any run folder or model
+(``tunery eval``); early stopping settings; comparing finished runs side by side.
+
+Evaluators are plugins (:class:`tunery.Evaluator`); this module only calls them, gathers their
+metrics as ``{"evaluator/metric": value}`` and keeps their worst examples and records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from .collate import IGNORE_INDEX
+from .errors import ConfigError, DataError
+from .members import EvalResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import RunConfig
+    from .engine import Engine
+    from .run import RunContext
+
+log = logging.getLogger("tunery")
+
+
+def run_evaluators(run: RunContext, model: Any, examples: list[dict]) -> dict[str, EvalResult]:
+    """Each configured evaluator's result on ``examples``, in config order. Evaluators that
+    measure the run's data are left out when there is none; the model is left in train/eval
+    mode as it was."""
+    import torch
+
+    chosen = [(c, run.engine.evaluators.get(c.name)) for c in run.config.evaluators]
+    chosen = [(c, e) for c, e in chosen if examples or not e.uses_run_data]
+    if not chosen:
+        return {}
+    was_training = model.training
+    model.eval()
+    results: dict[str, EvalResult] = {}
+    try:
+        with torch.no_grad():
+            for choice, evaluator in chosen:
+                result = evaluator.evaluate(model, examples, choice.options, run)
+                results[choice.name] = result if isinstance(result, EvalResult) else EvalResult(dict(result))
+    finally:
+        model.train(was_training)
+    return results
+
+
+def flat_metrics(results: Mapping[str, EvalResult]) -> dict[str, Any]:
+    """``{"evaluator/metric": value}`` of every result."""
+    return {f"{name}/{k}": v for name, result in results.items() for k, v in result.metrics.items()}
+
+
+def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics that are plain numbers (for trackers, tables and comparisons)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def details_json(results: Mapping[str, EvalResult]) -> dict:
+    """The worst examples, records and details of each result (``evaluations/<phase>.json``)."""
+    out = {}
+    for name, r in results.items():
+        kept = {k: v for k, v in (("worst", r.worst), ("records", r.records), ("details", r.details)) if v}
+        if kept:
+            out[name] = kept
+    return out
+
+
+# ----------------------------------------------------------------------------- helpers for evaluators
+
+
+def split_example(example: dict) -> tuple[list[int], list[int]]:
+    """A causal-LM example as (prompt ids, target ids): the prompt is the leading run of
+    positions without a label, the target every labelled token."""
+    ids, labels = example["input_ids"], example["labels"]
+    start = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
+    return list(ids[:start]), [t for t in labels if t != IGNORE_INDEX]
+
+
+def describe(example: dict, run: RunContext, limit: int = 500) -> dict:
+    """A readable form of one example for error analysis: prompt and target text (causal LM)
+    or text and label (classification), cut to ``limit`` characters."""
+    decode = run.tokenizer.decode
+
+    def cut(text: str) -> str:
+        return text if len(text) <= limit else text[:limit] + "..."
+
+    if isinstance(example.get("labels"), list):
+        prompt, target = split_example(example)
+        return {"prompt": cut(decode(prompt, skip_special_tokens=True)),
+                "target": cut(decode(target, skip_special_tokens=True))}
+    out = {"text": cut(decode(example["input_ids"], skip_special_tokens=True))}
+    if "labels" in example:
+        label = example["labels"]
+        out["label"] = run.label_names[label] if run.label_names and 0 <= label < len(run.label_names) else label
+    return out
+
+
+def example_losses(logits: Any, labels: Any, causal: bool) -> list[float]:
+    """Mean cross-entropy of each example of a batch: over its predicted (shifted, labelled)
+    tokens for a causal LM, or of its one label for classification."""
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    if not causal:
+        return F.cross_entropy(logits, labels, reduction="none").tolist()
+    logits, labels = logits[:, :-1], labels[:, 1:]
+    token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    counts = (labels != IGNORE_INDEX).sum(1).clamp(min=1)
+    return (token.sum(1) / counts).tolist()
+
+
+# ----------------------------------------------------------------------------- early stopping
+
+
+def check_early_stopping(config: RunConfig) -> None:
+    """Refuse early stopping that cannot work: no periodic evaluation, or a metric of an
+    evaluator the run does not use."""
+    stop = config.early_stopping
+    if stop.metric is None:
+        return
+    if not config.training.eval_steps:
+        raise ConfigError("config key 'early_stopping.metric' needs training.eval_steps (evaluate every N steps)")
+    evaluator = stop.metric.split("/", 1)[0]
+    names = [c.name for c in config.evaluators]
+    if evaluator not in names:
+        raise ConfigError(
+            f"config key 'early_stopping.metric': '{stop.metric}' names evaluator '{evaluator}', which this run "
+            f"does not use; its evaluators: {', '.join(names) or 'none'} (metrics are named evaluator/metric)"
+        )
+
+
+def early_stopping_args(config: RunConfig) -> dict:
+    """The TrainingArguments for early stopping: best-metric tracking and checkpoints at every
+    evaluation, so that the best one can be kept."""
+    stop, t = config.early_stopping, config.training
+    if stop.metric is None:
+        return {}
+    return {"metric_for_best_model": f"eval_{stop.metric}", "greater_is_better": stop.higher_is_better,
+            "load_best_model_at_end": stop.keep_best, "save_strategy": "steps",
+            "save_steps": t.save_steps or t.eval_steps}
+
+
+def best_checkpoint(run: RunContext, state: Any) -> dict | None:
+    """Which checkpoint was best on the early-stopping metric (for metrics.json and the report)."""
+    stop = run.config.early_stopping
+    if stop.metric is None or state.best_model_checkpoint is None:
+        return None
+    path = Path(state.best_model_checkpoint)
+    return {"metric": stop.metric, "value": state.best_metric, "step": state.best_global_step,
+            "checkpoint": str(path.relative_to(run.output_dir)) if path.is_relative_to(run.output_dir) else str(path),
+            "kept": stop.keep_best}
+
+
+# ----------------------------------------------------------------------------- tunery eval
+
+
+def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (), data: Iterable[str] = (),
+                    format: str | None = None, overrides: Iterable[str] = ()) -> dict[str, EvalResult]:
+    """Evaluate a run folder or a model reference; returns each evaluator's result.
+
+    ``evaluators`` default to the run's own (or, for a plain model, the default evaluators of
+    its data). ``data`` defaults to the run's evaluation data (its ``data.eval`` or the same
+    ``val_split``), formatted with the run's formatter unless ``format`` names another one.
+    ``overrides`` are ``evaluator.key=value`` option settings. An evaluator that reads its own
+    data (``uses_run_data = False``) gets ``data`` as its ``data`` option."""
+    from .config import Choice, DataConfig, GenerationConfig, RunConfig, TrainingConfig, _member, apply_overrides
+    from .run import RunContext, build_data
+    from .runs import is_run_dir
+
+    data = list(data)
+    loaded = engine.load(target)
+    config = loaded.config or RunConfig(  # a plain model: no run settings, no formatter unless --format
+        model=target, output_dir=str(target), method=Choice("", None), format=Choice("", None),
+        quantizer=Choice("none", None), evaluators=[], data=DataConfig(), training=TrainingConfig(),
+        generation=GenerationConfig())
+    if format is not None and format != config.format.name:
+        config.format = _choice(engine.formatters, format, {}, "--format")
+    formatter = engine.formatters.get(config.format.name) if config.format.name else None
+    task = formatter.task if formatter else loaded.task
+    names = list(evaluators) or [c.name for c in config.evaluators] or [
+        e.name for e in engine.evaluators if e.default and task in e.tasks]
+    members = {name: _member(engine.evaluators, name, "--evaluator") for name in names}
+    own = {c.name: c.to_dict() for c in config.evaluators}
+    raw = {name: {k: v for k, v in own.get(name, {}).items() if k != "name"} for name in names}
+    for name, member in members.items():
+        if task not in member.tasks:
+            raise ConfigError(f"evaluator '{name}' cannot measure {task} data; it handles: "
+                              f"{', '.join(sorted(member.tasks))} (pass --format or another --evaluator)")
+        if data and not member.uses_run_data:
+            raw[name]["data"] = data[0]
+    apply_overrides(raw, list(overrides))
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(f"--set {unknown[0]}.*: '{unknown[0]}' is not one of the evaluators here ({', '.join(names)})")
+    config.evaluators = [_choice(engine.evaluators, name, raw[name], f"evaluators[{i}]")
+                         for i, name in enumerate(names)]
+
+    run = RunContext(config=config, output_dir=Path(target), engine=engine, data_task=task,
+                     model_task=loaded.task, label_names=loaded.label_names, tokenizer=loaded.tokenizer,
+                     device=next(loaded.model.parameters()).device)
+    examples: list[dict] = []
+    if any(m.uses_run_data for m in members.values()):
+        if formatter is None:
+            raise ConfigError(f"'{target}' is not a run folder: pass --format to say how to read --data")
+        if data or config.data.eval:
+            examples = read_examples(run, data or config.data.eval)
+        elif is_run_dir(target) and config.data.val_split:  # the run's held-out split, drawn again
+            examples = build_data(run, write_problems=False)[1]
+            run.label_names = loaded.label_names
+        else:
+            raise ConfigError(f"no evaluation data for '{target}': pass --data")
+    return run_evaluators(run, loaded.model, examples)
+
+
+def read_examples(run: RunContext, specs: list[str]) -> list[dict]:
+    """Examples of the data files ``specs`` through the run's formatter; bad rows follow
+    ``data.on_bad_row`` (an error listing them, or skipped with a warning)."""
+    from .data import problems_message
+    from .datatools import format_split, read_split
+
+    split = format_split(run, *read_split(run, specs, "eval"))
+    if split.problems and run.config.data.on_bad_row == "error":
+        raise DataError(problems_message(split.problems, "evaluation"), split.problems)
+    if split.problems:
+        log.warning("skipped %d bad row(s) of %s", len(split.problems), ", ".join(split.files))
+    if not split.examples:
+        raise DataError(f"no usable evaluation example in {', '.join(split.files)}")
+    return split.examples
+
+
+def _choice(registry, name: str, options: dict, where: str):
+    from .config import Choice, _member
+
+    member = _member(registry, name, where)
+    return Choice(name, member.parse_options(options, where))
+
+
+def compare_runs(run_dirs: Iterable[str]) -> dict[str, list]:
+    """Each numeric metric of the runs, side by side: ``{name: [value per run or None]}``.
+    After-training metrics first, then the baselines (``before:``), then training figures."""
+    loaded = []
+    for path in run_dirs:
+        file = Path(path) / "metrics.json"
+        if not file.is_file():
+            raise ConfigError(f"'{path}' has no metrics.json: is it a finished run folder?")
+        loaded.append(json.loads(file.read_text()))
+    table: dict[str, list] = {}
+    sections = (("after", ""), ("before", "before: "), ("train", "train: "))
+    for section, prefix in sections:
+        for i, metrics in enumerate(loaded):
+            for key, value in numeric(metrics.get(section) or {}).items():
+                table.setdefault(prefix + key, [None] * len(loaded))[i] = value
+    return table
