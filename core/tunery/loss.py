@@ -36,8 +36,8 @@ def supports_chunked_loss(model: Any) -> bool:
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if head is None or not hasattr(head, "weight"):
         return False
-    if getattr(base.config, "logit_scale", None) not in (None, 1, 1.0):  # e.g. Cohere scales logits
-        return False
+    if any(getattr(base.config, key, None) not in (None, 1, 1.0) for key in ("logit_scale", "logits_scaling")):
+        return False  # Cohere, Granite: the forward rescales the logits
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
