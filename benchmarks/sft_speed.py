@@ -98,6 +98,7 @@ def _cuda_peak() -> dict:
 
 def run_child(argv: list[str], env: dict) -> dict:
     """Run one measurement in a fresh process; adds that process's peak RSS and wall time."""
+    load = os.getloadavg()[0]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, __file__, *argv], stdout=out, stderr=err, env=env, text=True)
@@ -108,21 +109,28 @@ def run_child(argv: list[str], env: dict) -> dict:
             raise RuntimeError(f"{' '.join(argv)} failed:\n{err.read()[-3000:]}")
         result = json.loads(out.read().strip().splitlines()[-1])
     result["wall_seconds"] = round(wall, 2)
+    result["load"] = round(load, 2)
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
     return result
 
 
 def startup_times(runs: int) -> dict:
+    """Median wall and CPU (user+system) seconds of ``tunery --help`` and ``tunery plugins``;
+    CPU time is the figure to trust on a machine shared with other jobs."""
     exe = str(Path(sys.executable).with_name("tunery"))
     out = {}
     for args in (["--help"], ["plugins"]):
-        subprocess.run([exe, *args], capture_output=True, check=True)  # warm the file cache
-        times = []
+        subprocess.run([exe, *args], capture_output=True, check=True)  # warm the file and entry-point caches
+        walls, cpus = [], []
         for _ in range(runs):
             start = time.perf_counter()
-            subprocess.run([exe, *args], capture_output=True, check=True)
-            times.append(time.perf_counter() - start)
-        out["tunery " + " ".join(args)] = round(statistics.median(times), 3)
+            proc = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            usage = os.wait4(proc.pid, 0)[2]
+            walls.append(time.perf_counter() - start)
+            cpus.append(usage.ru_utime + usage.ru_stime)
+        name = "tunery " + " ".join(args)
+        out[name] = round(statistics.median(walls), 3)
+        out[name + " (CPU)"] = round(statistics.median(cpus), 3)
     return out
 
 
@@ -184,7 +192,12 @@ def table(results: dict[str, list[dict]], reference: str, startup: dict, args, n
             row += [_f(med["cuda_peak_mb"], 0), _f(mfu, 1)]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines += [f"- `{k}`: median {v:.3f} s wall over {args.startup_runs} runs" for k, v in startup.items()]
+    for k, v in startup.items():
+        lines.append(f"- `{k.removesuffix(' (CPU)')}`: median {v:.3f} s {'CPU' if k.endswith(' (CPU)') else 'wall'}")
+    loads = [r["load"] for rs in results.values() for r in rs if "load" in r]
+    if loads:
+        lines.append(f"- 1-minute load average when the runs started: {min(loads):.1f} to {max(loads):.1f} "
+                     f"on {os.cpu_count()} CPU(s)")
     return "\n".join(lines)
 
 
@@ -203,6 +216,7 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200: 989)")
     parser.add_argument("--startup-runs", type=int, default=7)
     parser.add_argument("--write", action="store_true", help="write the table to docs/performance.md")
+    parser.add_argument("--from-log", help="make the table from the JSON lines of an earlier (or cut-short) job's output")
     parser.add_argument("--child", choices=["tunery", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("child_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -213,6 +227,9 @@ def main() -> None:
         print(json.dumps(child_baseline(args.child_args)))
         return
 
+    if args.from_log:
+        report(*from_log(Path(args.from_log)), args)
+        return
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in TUNERY_MODES and m not in BASELINE_MODES]
     if unknown:
@@ -238,8 +255,25 @@ def main() -> None:
             result = run_child(argv, env)
             results[mode].append(result)
             print(json.dumps({"round": round_, "mode": mode, **result}), flush=True)
-    reference = "baseline-fp32" if "baseline-fp32" in results else modes[0]
-    n_params = model_params(model_dir, gguf_file) if args.gpu else None
+    report(results, startup, args, model_params(model_dir, gguf_file) if args.gpu else None)
+
+
+def from_log(path: Path) -> tuple[dict, dict]:
+    """The results and start-up times printed (one JSON object a line) by an earlier job."""
+    results: dict[str, list[dict]] = {}
+    startup: dict = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if "mode" in record:
+                results.setdefault(record.pop("mode"), []).append(record)
+            elif all(k.startswith("tunery ") for k in record):
+                startup = record
+    return results, startup
+
+
+def report(results: dict, startup: dict, args, n_params: int | None = None) -> None:
+    reference = "baseline-fp32" if "baseline-fp32" in results else next(iter(results))
     text = table(results, reference, startup, args, n_params)
     print(text)
     if args.write:
@@ -251,7 +285,8 @@ def write_doc(text: str, args) -> None:
 
     doc = ROOT / "docs" / "performance.md"
     marker_start, marker_end = "<!-- sft_speed:start -->", "<!-- sft_speed:end -->"
-    block = (f"{marker_start}\nMeasured by `python benchmarks/sft_speed.py --repeat {args.repeat} --write` on "
+    how = f"--from-log {Path(args.from_log).name}" if args.from_log else f"--repeat {args.repeat}"
+    block = (f"{marker_start}\nMeasured by `python benchmarks/sft_speed.py {how} --write` on "
              f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s).\n\n"
              f"{text}\n{marker_end}")
     current = doc.read_text() if doc.exists() else f"# Performance\n\n{marker_start}\n{marker_end}\n"
