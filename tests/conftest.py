@@ -39,6 +39,17 @@ def tiny_encoder(tiny_root) -> str:
 
 
 @pytest.fixture(autouse=True)
+def _restore_logging():
+    """`tunery train` run in-process sets up the "tunery" logger for a terminal; undo it after."""
+    import logging
+
+    logger = logging.getLogger("tunery")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets tunery's cache under a temporary folder, never ~/.cache."""
     monkeypatch.setenv("TUNERY_CACHE", str(tmp_path_factory.getbasetemp() / "tunery-cache"))

@@ -9,19 +9,6 @@ import pytest
 
 from tests.conftest import write_jsonl
 
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """`tunery train` run in-process sets up the "tunery" logger for a terminal; undo it after."""
-    import logging
-
-    logger = logging.getLogger("tunery")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
-
-
 CHAT_ROWS = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
                            {"role": "assistant", "content": f"It is {2 * i}."}]} for i in range(12)]
 

@@ -162,9 +162,12 @@ QUICK_OPTIONS = {
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config key (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in the output folder.")
+@click.option("--resume", is_flag=False, flag_value="auto", default=None, metavar="[PATH]",
+              help="Continue from the newest complete checkpoint of the run folder, or from checkpoint PATH.")
+@click.option("--force-resume", is_flag=True, help="Resume even though the config, data or plugins changed.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
-def train(ctx, config, data, overrides, overwrite, verbose, **quick) -> None:
+def train(ctx, config, data, overrides, overwrite, resume, force_resume, verbose, **quick) -> None:
     """Fine-tune a model, from CONFIG (YAML) or from the quick-form options."""
     _setup_logging(verbose)
     raw: dict = {}
@@ -178,6 +181,10 @@ def train(ctx, config, data, overrides, overwrite, verbose, **quick) -> None:
         sets.append(f"data.train={json.dumps(list(data))}")
     if overwrite:
         sets.append("overwrite=true")
+    if resume:
+        sets.append(f"resume={json.dumps(resume)}")
+    if force_resume:
+        sets.append("resume_force=true")
     if not config and not quick.get("model"):
         raise click.UsageError("give a CONFIG file, or at least --model, --method, --format, --data and --output-dir")
     engine = get_engine(ctx)

@@ -64,6 +64,8 @@ class TrainingConfig:
     eval_steps: int | None = None
     save_steps: int | None = None
     save_total_limit: int | None = None
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a non-finite loss or gradient norm stops the run or skips the step
+    auto_batch_size: bool = False  # halve the batch size until it fits in memory, raising grad_accum to match
     report_to: list[str] = dataclasses.field(default_factory=list)  # trackers: tensorboard, wandb, mlflow
     extra: dict = dataclasses.field(default_factory=dict)  # any other TrainingArguments field
 
@@ -145,6 +147,8 @@ class RunConfig:
     seed: int = 0
     trust_remote_code: bool = False
     overwrite: bool = False
+    resume: str | None = None  # "auto" (newest complete checkpoint of the run folder) or a checkpoint folder
+    resume_force: bool = False  # resume even though the config, data or plugins changed
     early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
 
     def to_dict(self) -> dict:
@@ -169,6 +173,7 @@ class RunConfig:
 SECTIONS = {"method": "methods", "format": "formatters", "quantizer": "quantizers"}
 SIMPLE = {
     "model": str, "output_dir": str, "seed": int, "trust_remote_code": bool, "overwrite": bool,
+    "resume": str | None, "resume_force": bool,
 }
 NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig,
           "early_stopping": EarlyStoppingConfig}

@@ -57,3 +57,15 @@ class RowError(TuneryError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class ResumeError(TuneryError):
+    """A run cannot resume: the checkpoint is missing or incomplete, or the setup changed since."""
+
+    exit_code = 7
+
+
+class Interrupted(TuneryError):
+    """Training was stopped by Ctrl-C or SIGTERM after saving a checkpoint to resume from."""
+
+    exit_code = 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from typing import Any
 
 from .errors import ModelSourceError
@@ -61,6 +62,11 @@ def load_model(
         cls = AutoModelForCausalLM
     try:
         model = cls.from_pretrained(resolved.path, **kwargs)
+    except pickle.UnpicklingError:
+        raise ModelSourceError(
+            f"'{resolved.reference}' ({resolved.path}) holds pickled weights with more than tensors in them; "
+            "refused to load them (they could run code). Use a safetensors copy of the model"
+        ) from None
     except (OSError, ValueError, KeyError) as exc:
         raise ModelSourceError(f"could not load '{resolved.reference}' from {resolved.path} as {task}: {exc}") from None
     if getattr(model.config, "pad_token_id", None) is None and pad_token_id is not None:

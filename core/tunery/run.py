@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from . import data as datapipe
 from .config import RunConfig, dump_yaml
 from .distributed import is_main_process, sum_across_processes
-from .errors import ConfigError, DataError, IncompatibleError, TrainingError
+from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
 from .evaluation import best_checkpoint, check_early_stopping
 from .loading import load_model, load_tokenizer
 from .packing import can_pack, pack, packing_enabled
@@ -148,7 +149,10 @@ def prepare_output_dir(config: RunConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir '{out}' is a file, not a folder")
     existing = [name for name in RUN_FILES if (out / name).exists()]
-    if existing:
+    if config.resume and config.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: resuming continues the run in "
+                          f"'{out}', overwriting deletes it; drop one of them")
+    if existing and not config.resume:
         if not config.overwrite:
             raise ConfigError(
                 f"output_dir '{out}' already holds a run ({', '.join(existing)}); "
@@ -222,7 +226,7 @@ def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str, step
     metrics = flat_metrics(results)
     if phase == "during":
         metrics["step"] = step
-    elif details_json(results):
+    elif details_json(results) and is_main_process():
         (run.output_dir / "evaluations").mkdir(exist_ok=True)
         _write_json(run.output_dir / "evaluations" / f"{phase}.json", details_json(results))
     run.notify("tunery_evaluation", phase=phase, metrics=metrics)
@@ -261,10 +265,12 @@ def bf16_default() -> bool:
 def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: list[dict]):
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    from .checkpoints import SafeCheckpoints
     from .collate import Collator
     from .loss import trainer_loss, use_chunked_loss
     from .packing import needs_flat_batches
     from .evaluation import early_stopping_args, numeric
+    from .guard import NonFiniteGuard, StopOnSignal
     from .progress import Progress, place_tracker_logs
 
     t, config = run.config.training, run.config
@@ -301,6 +307,8 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     )
     if t.gradient_checkpointing:
         args["activation_checkpointing"] = True
+    if t.auto_batch_size:
+        args["per_device_train_batch_size"], args["gradient_accumulation_steps"] = _fit_batch_size(run, model, train)
     unknown = set(t.extra) - set(TrainingArguments.__dataclass_fields__)
     if unknown:
         from .options import closest
@@ -328,8 +336,14 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
 
     method, options = run.method, run.config.method.options
     chunked = t.chunked_loss and run.model_task == "causal_lm" and use_chunked_loss(training_args, model)
+    guard, stopper = NonFiniteGuard(t.on_nonfinite), StopOnSignal()
 
-    class TuneryTrainer(Trainer):
+    class TuneryTrainer(SafeCheckpoints, Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            guard.note_loss(loss)
+            return loss
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = method.compute_loss(model, inputs, options, run)
             if loss is None and chunked and not return_outputs and "labels" in inputs:
@@ -379,7 +393,7 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
                 path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 run.notify("tunery_checkpoint_saved", path=str(path), step=state.global_step)
 
-    callbacks = [Reporter(), Progress(lambda: collator.real_tokens), *method.callbacks(options, run)]
+    callbacks = [Reporter(), Progress(lambda: collator.real_tokens), guard, stopper, *method.callbacks(options, run)]
     if config.early_stopping.metric:
         from transformers import EarlyStoppingCallback
 
@@ -399,7 +413,29 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
 
     trainer.remove_callback(PrinterCallback)  # records go to train_log.jsonl, logging and the hooks
     trainer.tunery_collator = collator
+    trainer.tunery_guard, trainer.tunery_stopper = guard, stopper
     return trainer
+
+
+def _fit_batch_size(run: RunContext, model: Any, train: list[dict]) -> tuple[int, int]:
+    """``training.auto_batch_size``: the batch size that fits, with grad_accum raised to match."""
+    from accelerate import PartialState
+
+    from .collate import Collator
+    from .guard import fit_batch_size
+
+    t, method, options = run.config.training, run.method, run.config.method.options
+
+    def loss_of(model, batch):
+        loss = method.compute_loss(model, batch, options, run)
+        return model(**batch).loss if loss is None else loss
+
+    size, accum = fit_batch_size(model, train, Collator(run.tokenizer.pad_token_id), loss_of,
+                                 t.batch_size, t.grad_accum, PartialState().device)
+    if size != t.batch_size:
+        log.warning("training.auto_batch_size: batch size %d does not fit; training with batch size %d and "
+                    "grad_accum %d (same effective batch of %d)", t.batch_size, size, accum, size * accum)
+    return size, accum
 
 
 def execute(engine: Engine, config: RunConfig) -> RunResult:
@@ -423,6 +459,9 @@ def execute(engine: Engine, config: RunConfig) -> RunResult:
 def _train(run: RunContext) -> RunResult:
     from transformers import set_seed
 
+    from .checkpoints import resume_point
+    from .guard import last_checkpoint_note
+
     config, engine = run.config, run.engine
     method, quantizer = run.method, run.quantizer
     started = time.perf_counter()
@@ -441,6 +480,8 @@ def _train(run: RunContext) -> RunResult:
             log.info("not packing: formatter '%s' gives examples with extra keys", run.formatter.name)
     run.total_steps = planned_steps(config, len(rows))
     run.model_task, run.num_labels = method.model_task(run.data_task)
+    state = {**manifest(run), "config": config.to_dict(), "plugins_loaded": _plugins_loaded(run)}
+    checkpoint = resume_point(config.resume, run.output_dir / "checkpoints", state, config.resume_force)
     keep = list(HEAD_MODULES) + method.fully_trained_modules(config.method.options, run)
     set_seed(config.seed)
     model = load_model(
@@ -453,15 +494,26 @@ def _train(run: RunContext) -> RunResult:
     trainer = build_trainer(run, model, rows, evaluation)
     run.device = trainer.args.device
     model = trainer.model
+    trainer.tunery_manifest = state
 
     before = evaluate(run, model, evaluation, "before")
     samples = {"before": sample_generations(run, model)}
+    stopper = trainer.tunery_stopper
     try:
-        output = trainer.train()
+        with stopper.installed():
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
         raise
+    except pickle.UnpicklingError as exc:
+        raise TrainingError(f"checkpoint {checkpoint} holds pickled data other than tensors; refused to load it "
+                            f"({exc.args[0].splitlines()[0] if exc.args else exc})") from None
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"training failed at step {trainer.state.global_step}: {exc}") from exc
+    if stopper.received:
+        raise Interrupted(
+            f"training stopped by {stopper.received} at step {trainer.state.global_step}; "
+            f"{last_checkpoint_note(trainer.args.output_dir)}. Run the same command with --resume to continue"
+        )
     # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
     # measured like "before" and the returned model matches what was saved.
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
@@ -475,6 +527,8 @@ def _train(run: RunContext) -> RunResult:
     tokens, padded = (int(n) for n in sum_across_processes([collator.real_tokens, collator.padded_tokens]))
     train_metrics = {
         "loss": _last_loss(trainer), "mean_loss": output.training_loss, "steps": output.global_step,
+        "batch_size": trainer.args.per_device_train_batch_size, "grad_accum": trainer.args.gradient_accumulation_steps,
+        "skipped_steps": trainer.tunery_guard.skipped,
         "examples": len(train), "seconds": round(output.metrics.get("train_runtime", 0.0), 3),
         "tokens": tokens, "padded_tokens": padded,
         "tokens_per_s": round(tokens / max(output.metrics.get("train_runtime", 1e-9), 1e-9), 2),
@@ -499,6 +553,11 @@ def _train(run: RunContext) -> RunResult:
         _write_json(run.output_dir / "manifest.json", manifest(run))
         write_reports(run, model_dir, metrics, samples)
     return RunResult(run.output_dir, model_dir, metrics, samples, model)
+
+
+def _plugins_loaded(run: RunContext) -> dict[str, str]:
+    """Name -> version of every loaded plugin (recorded in checkpoints; resuming compares them)."""
+    return {info.name: info.version for info in run.engine.plugins if info.ok}
 
 
 def _last_loss(trainer) -> float | None:

@@ -100,7 +100,7 @@ class Multitask(Formatter):
     def format(self, row, tokenizer, options, run):
         name = row.get("_task")
         tasks = self._tasks(options, run)
-        if name not in tasks:
+        if not isinstance(name, str) or name not in tasks:
             raise RowError("missing column", "the row has no task (multitask rows come from files matched by "
                                              "format.tasks[].files)")
         member, parsed, template = tasks[name]
