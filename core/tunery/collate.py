@@ -6,7 +6,7 @@ Keys ending in ``input_ids`` are padded with the pad token and get a matching
 rule serves language modelling, classification and preference pairs.
 
 Packed rows (see :mod:`tunery.packing`) bring ``position_ids``: their batches get no attention
-mask and ``use_cache=False``, so transformers reads the example boundaries from the positions; with ``flatten`` the
+mask, so transformers reads the example boundaries from the positions; with ``flatten`` the
 rows of a batch are concatenated into one row (for flash attention).
 """
 
@@ -58,6 +58,4 @@ class Collator:
                 batch[key] = torch.tensor(values, dtype=torch.float32)
             elif isinstance(values[0], (int, bool)):
                 batch[key] = torch.tensor(values, dtype=torch.long)
-        if packed:
-            batch["use_cache"] = False  # transformers looks for packed examples only without a KV cache
         return batch

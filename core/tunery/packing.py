@@ -5,8 +5,10 @@ example; the first label of each example is masked, so the last token of one exa
 asked to predict the first token of the next. Batches of packed rows carry *no* attention mask:
 transformers then reads the example boundaries from the restarting ``position_ids``
 (``masking_utils.find_packed_sequence_indices``) and builds a block-diagonal causal mask for the
-sdpa, eager and flex attention. Flash attention only finds the boundaries in a single flattened
-row, so for it :class:`~tunery.collate.Collator` concatenates a batch into one ``[1, tokens]`` row
+sdpa, eager and flex attention -- provided the model runs with ``use_cache=False``
+(transformers looks for packed examples only without a KV cache; the trainer passes it). Flash
+attention only finds the boundaries in a single flattened row, so for it
+:class:`~tunery.collate.Collator` concatenates a batch into one ``[1, tokens]`` row
 (transformers' ``DataCollatorWithFlattening`` layout) and flash runs its variable-length kernel.
 """
 

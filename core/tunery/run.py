@@ -345,6 +345,8 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
             return loss
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if "position_ids" in inputs:  # packed rows: transformers finds their examples only without a KV cache
+                inputs = {**inputs, "use_cache": False}
             loss = method.compute_loss(model, inputs, options, run)
             if loss is None and chunked and not return_outputs and "labels" in inputs:
                 return trainer_loss(self, model, inputs, num_items_in_batch)
