@@ -18,24 +18,15 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tiny-models")
+def tiny_lm(tunery_tiny_lm) -> str:
+    """Folder of a 2-layer Llama (hidden 64) with a ChatML tokenizer (shared with the conformance kit)."""
+    return tunery_tiny_lm
 
 
 @pytest.fixture(scope="session")
-def tiny_lm(tiny_root) -> str:
-    """Folder of a 2-layer Llama (hidden 64) with a ChatML tokenizer."""
-    from tunery.testing.tiny import cached_causal_lm
-
-    return cached_causal_lm(tiny_root)
-
-
-@pytest.fixture(scope="session")
-def tiny_encoder(tiny_root) -> str:
-    """Folder of a 2-layer BERT encoder with a WordPiece tokenizer."""
-    from tunery.testing.tiny import cached_encoder
-
-    return cached_encoder(tiny_root)
+def tiny_encoder(tunery_tiny_encoder) -> str:
+    """Folder of a 2-layer BERT encoder with a WordPiece tokenizer (shared with the conformance kit)."""
+    return tunery_tiny_encoder
 
 
 @pytest.fixture(autouse=True)
@@ -85,3 +76,22 @@ def run_cli():
         return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
 
     return invoke
+
+
+def preference_rows(n: int, seed: int) -> list[dict]:
+    """Pairs with a learnable preference: the chosen reply praises, the rejected one complains."""
+    import random
+
+    good = ["good", "great", "fine", "lovely", "kind", "clean", "happy", "nice"]
+    bad = ["bad", "awful", "poor", "sad", "cold", "late", "rude", "dirty"]
+    r = random.Random(seed)
+    return [{"prompt": f"How was the visit {i}?", "chosen": "It was " + " ".join(r.sample(good, 3)) + ".",
+             "rejected": "It was " + " ".join(r.sample(bad, 3)) + "."} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def preference_files(tmp_path_factory) -> tuple[Path, Path]:
+    """(train, held-out) JSONL files of prompt/chosen/rejected pairs; different pairs in each."""
+    folder = tmp_path_factory.mktemp("preference")
+    return (write_jsonl(folder / "train.jsonl", preference_rows(32, 0)),
+            write_jsonl(folder / "heldout.jsonl", preference_rows(12, 1)))

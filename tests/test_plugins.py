@@ -16,7 +16,9 @@ from tunery.errors import PluginError
 from tunery.plugins import PluginWarning
 
 BUILTIN = {"alpaca", "chat", "classification", "completion", "eval-loss", "eval-classification", "eval-generation",
-           "eval-multiple-choice", "full", "lora", "models", "multitask", "none"}
+           "eval-multiple-choice", "full", "lora", "models", "multitask", "none",
+           "freeze", "ia3", "prefix", "ptuning", "prompt", "adalora", "peft",
+           "preference", "reward", "dpo", "eval-reward-accuracy"}
 
 
 def make_distribution(root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:

@@ -115,7 +115,9 @@ class Engine:
     def generate(self, target: str, prompts: list[str], **options) -> list[str]:
         """Generate a completion of each prompt with a run folder or model (see tunery.generation)."""
         from .generation import generate
+        from .runs import check_can_generate
 
+        check_can_generate(self, str(target))
         loaded = self.load(target)
         return generate(loaded.model, loaded.tokenizer, prompts, **options)
 

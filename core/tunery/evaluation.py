@@ -97,6 +97,30 @@ def describe(example: dict, run: RunContext, limit: int = 500) -> dict:
     return out
 
 
+def logits(model: Any, batch: dict) -> Any:
+    """The model's logits for ``batch``, without passing it the labels, aligned with the input:
+    for a causal LM the positions of virtual tokens that prompt-learning methods put in front are
+    dropped, so position ``i`` belongs to ``batch["input_ids"][:, i]``. Evaluators compute losses
+    from these rather than use the model's own loss, which may carry extras (AdaLoRA adds its
+    orthogonality penalty, and a reloaded AdaLoRA adapter fails when given ``labels``)."""
+    out = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    length = batch["input_ids"].shape[1]
+    return out[:, -length:] if out.dim() == 3 and out.shape[1] > length else out
+
+
+def loss_sum(logits: Any, labels: Any, causal: bool) -> tuple[float, int]:
+    """Summed cross-entropy of a batch and what it is summed over: predicted tokens (causal LM,
+    labels shifted by one as the model's own loss does) or examples (classification)."""
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    if causal:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX,
+                           reduction="sum")
+    return float(loss), int((labels != IGNORE_INDEX).sum())
+
+
 def example_losses(logits: Any, labels: Any, causal: bool) -> list[float]:
     """Mean cross-entropy of each example of a batch: over its predicted (shifted, labelled)
     tokens for a causal LM, or of its one label for classification."""

@@ -78,6 +78,11 @@ class Method(Member):
     def check(self, options: Any, run: RunContext) -> None:
         """Refuse impossible combinations before any weights load (raise IncompatibleError)."""
 
+    def output(self, options: Any) -> str:
+        """The run folder's result for these options: :attr:`output_kind` unless the method
+        delegates to another one (e.g. a reward model trained with ``adapter: full``)."""
+        return self.output_kind
+
     def model_task(self, data_task: str) -> tuple[str, int | None]:
         """The model head to load for ``data_task``: ``("causal_lm", None)`` or
         ``("classification", num_labels)`` (``None`` = number of labels in the data)."""
@@ -98,7 +103,8 @@ class Method(Member):
         return None
 
     def callbacks(self, options: Any, run: RunContext) -> list:
-        """Extra ``transformers.TrainerCallback`` objects for the training loop."""
+        """Extra ``transformers.TrainerCallback`` objects for the training loop. They run before
+        tunery's reporter, so keys an ``on_log`` adds to ``logs`` reach ``train_log.jsonl``."""
         return []
 
     def save(self, model: Any, path: str, options: Any, run: RunContext) -> None:
@@ -111,9 +117,12 @@ class Method(Member):
 
     def merge(self, model: Any, options: Any) -> Any:
         """Return a plain ``transformers`` model with the tuning folded into its weights."""
-        raise IncompatibleError(
-            f"method '{self.name}' cannot be merged into the base weights; use the run's {self.output_kind} folder"
-        )
+        raise IncompatibleError(self.merge_refusal())
+
+    def merge_refusal(self) -> str:
+        """Why this method cannot merge and what to use instead (``tunery merge`` shows it
+        before loading anything when ``can_merge`` is false)."""
+        return f"method '{self.name}' cannot be merged into the base weights; use the run's {self.output_kind}/ folder"
 
 
 class Formatter(Member):

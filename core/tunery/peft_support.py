@@ -66,6 +66,21 @@ class PeftMethod(Method):
         return model.merge_and_unload()
 
 
+class PromptLearningMethod(PeftMethod):
+    """A peft prompt-learning method (prefix tuning, P-tuning, prompt tuning): trained virtual
+    tokens are put in front of every sequence, so nothing can be merged into the base weights
+    and examples cannot be packed (each packed example would need its own virtual tokens)."""
+
+    can_merge: ClassVar[bool] = False
+    supports_packing: ClassVar[bool] = False
+    accepts_quantized: ClassVar[bool] = True
+    #: The technique's name in messages ("prefix tuning").
+    technique: ClassVar[str] = ""
+
+    def merge_refusal(self) -> str:
+        return f"{self.technique} (method '{self.name}') cannot be merged into the base weights; use the adapter folder"
+
+
 def trainable_summary(model: Any) -> dict[str, int | float]:
     """Trainable and total parameter counts of ``model``."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -136,6 +136,7 @@ def render_report(run: RunContext, metrics: dict, samples: dict, evaluations: di
     """The text of report.md."""
     config, t = run.config, run.config.training
     train = metrics.get("train", {})
+    output = run.method.output(config.method.options)
     lines = [f"# Run report: {run.output_dir.name}", "",
              "## Configuration", "",
              f"- model: `{config.model}`",
@@ -146,7 +147,7 @@ def render_report(run: RunContext, metrics: dict, samples: dict, evaluations: di
              f"- training: {train.get('steps')} steps (planned {run.total_steps}), batch size {t.batch_size} "
              f"x grad accum {t.grad_accum}, learning rate {t.learning_rate}, scheduler {t.lr_scheduler}, seed {config.seed}",
              f"- result: final train loss {_num(train.get('loss'))}, {train.get('seconds')} s, "
-             f"{train.get('tokens_per_s')} tokens/s; the {run.method.output_kind} is in `{run.method.output_kind}/`"]
+             f"{train.get('tokens_per_s')} tokens/s; the {output} is in `{output}/`"]
     best = metrics.get("best")
     if best:
         kept = "kept as the result" if best["kept"] else "not kept (early_stopping.keep_best=false)"
@@ -220,7 +221,7 @@ def model_card(run: RunContext, model_dir: Path, metrics: dict) -> str:
     import yaml
 
     config = run.config
-    adapter = run.method.output_kind == "adapter"
+    adapter = run.method.output(config.method.options) == "adapter"
     train_files = [Path(f).name for f in metrics.get("data", {}).get("train", {}).get("files", [])]
     front = {
         "base_model": config.model,

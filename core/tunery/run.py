@@ -25,6 +25,7 @@ from .errors import ConfigError, DataError, IncompatibleError, Interrupted, Trai
 from .evaluation import best_checkpoint, check_early_stopping
 from .loading import load_model, load_tokenizer
 from .packing import can_pack, pack, packing_enabled
+from .peft_support import trainable_summary
 from .report import write_reports
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,6 +127,9 @@ def check_compatibility(run: RunContext) -> None:
             f"data.packing works for causal_lm data only; formatter '{formatter.name}' gives {run.data_task} data: "
             "set data.packing=false"
         )
+    if config.generation.prompts and formatter.task == "causal_lm" and not method.can_generate:
+        raise IncompatibleError(f"method '{method.name}' cannot generate text, but generation.prompts is set; "
+                                "remove generation.prompts")
     for i, choice in enumerate(config.evaluators):
         evaluator = engine.evaluators.get(choice.name)
         engine.host.require_available("evaluators", choice.name)
@@ -395,7 +399,7 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
                 path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 run.notify("tunery_checkpoint_saved", path=str(path), step=state.global_step)
 
-    callbacks = [Reporter(), Progress(lambda: collator.real_tokens), guard, stopper, *method.callbacks(options, run)]
+    callbacks = [*method.callbacks(options, run), Reporter(), Progress(lambda: collator.real_tokens), guard, stopper]
     if config.early_stopping.metric:
         from transformers import EarlyStoppingCallback
 
@@ -493,6 +497,8 @@ def _train(run: RunContext) -> RunResult:
     )
     model = quantizer.prepare(model, config.quantizer.options, run)
     model = method.prepare(model, config.method.options, run)
+    parameters = trainable_summary(model)
+    log.info("trainable parameters: %d of %d (%.4g%%)", parameters["trainable"], parameters["total"], parameters["percent"])
     trainer = build_trainer(run, model, rows, evaluation)
     run.device = trainer.args.device
     model = trainer.model
@@ -519,7 +525,7 @@ def _train(run: RunContext) -> RunResult:
     # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
     # measured like "before" and the returned model matches what was saved.
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-    model_dir = run.output_dir / method.output_kind
+    model_dir = run.output_dir / method.output(config.method.options)
     if is_main_process():
         save_result(run, model, model_dir)
     after = evaluate(run, model, evaluation, "after")
@@ -536,7 +542,7 @@ def _train(run: RunContext) -> RunResult:
         "tokens_per_s": round(tokens / max(output.metrics.get("train_runtime", 1e-9), 1e-9), 2),
         "processes": trainer.args.world_size,
     }
-    metrics = {"train": train_metrics, "before": before, "after": after, "data": data_summary,
+    metrics = {"train": train_metrics, "parameters": parameters, "before": before, "after": after, "data": data_summary,
                "wall_seconds": round(time.perf_counter() - started, 3)}
     if trainer.tunery_during:
         metrics["during"] = trainer.tunery_during
@@ -614,7 +620,7 @@ def manifest(run: RunContext) -> dict:
         "model": dataclasses.asdict(run.model_source) if run.model_source else None,
         "task": {"data": run.data_task, "model": run.model_task, "num_labels": run.num_labels,
                  "labels": run.label_names},
-        "output": run.method.output_kind,
+        "output": run.method.output(config.method.options),
         "plugins": {
             "method": _plugin_record(run, "methods", config.method.name),
             "format": _plugin_record(run, "formatters", config.format.name),

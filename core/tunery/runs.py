@@ -81,6 +81,19 @@ def _load_run(engine: Engine, path: Path, quantize: bool = True) -> LoadedModel:
     return LoadedModel(model, tokenizer, task["model"], config, manifest, task.get("labels"))
 
 
+def check_can_generate(engine: Engine, target: str) -> None:
+    """Refuse, before loading anything, a run folder whose model cannot generate text."""
+    if not is_run_dir(target):
+        return
+    task = json.loads((Path(target) / "manifest.json").read_text())["task"]["model"]
+    method = engine.methods.get(engine.config(Path(target) / "config.yaml").method.name)
+    if task != "causal_lm":
+        raise IncompatibleError(f"run folder '{target}' holds a {task} model (method '{method.name}'); "
+                                "generate needs a causal language model run")
+    if not method.can_generate:
+        raise IncompatibleError(f"method '{method.name}' of run folder '{target}' cannot generate text")
+
+
 def merge(engine: Engine, run_dir: str, output_dir: str) -> Path:
     """Write a standalone model (weights + tokenizer) with the run's tuning folded in."""
     if not is_run_dir(run_dir):
@@ -91,9 +104,7 @@ def merge(engine: Engine, run_dir: str, output_dir: str) -> Path:
     config = engine.config(Path(run_dir) / "config.yaml")
     method = engine.methods.get(config.method.name)
     if not method.can_merge:
-        raise IncompatibleError(
-            f"method '{method.name}' cannot be merged into the base weights; use the run's {method.output_kind} folder"
-        )
+        raise IncompatibleError(method.merge_refusal())
     loaded = _load_run(engine, Path(run_dir), quantize=False)  # merge into full-precision weights
     merged = method.merge(loaded.model, config.method.options)
     out.mkdir(parents=True, exist_ok=True)

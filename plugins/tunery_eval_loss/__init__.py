@@ -40,20 +40,17 @@ class Loss(Evaluator):
     @staticmethod
     def _measure(model, dataset, options, run, per_example: list | None = None):
         """Loss metrics of ``dataset``; each example's own loss is appended to ``per_example``."""
-        from tunery.evaluation import example_losses
+        from tunery.evaluation import example_losses, logits, loss_sum
 
         total, count = 0.0, 0
         causal = run.model_task == "causal_lm"
-        for batch in run.batches(dataset, options.batch_size):
-            output = model(**batch)
-            if causal:  # the model averages over predicted (shifted) tokens
-                n = int((batch["labels"][:, 1:] != -100).sum())
-            else:
-                n = int(batch["labels"].shape[0])
-            total += float(output.loss) * n
+        for batch in run.batches(dataset, options.batch_size):  # loss from the logits: the same for every method
+            scores = logits(model, batch)
+            loss, n = loss_sum(scores, batch["labels"], causal)
+            total += loss
             count += n
             if per_example is not None:
-                per_example += example_losses(output.logits, batch["labels"], causal)
+                per_example += example_losses(scores, batch["labels"], causal)
         mean = total / max(count, 1)
         metrics = {"loss": mean, "tokens" if causal else "examples": count}
         if causal:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from tunery import ConfigError, DataError, EvalResult, Evaluator, RowError, hookimpl
+from tunery.evaluation import logits as aligned_logits
 
 
 @dataclasses.dataclass
@@ -94,7 +95,7 @@ class MultipleChoice(Evaluator):
                 owners.append(q)
         logliks = []
         for batch in run.batches(sequences, options.batch_size):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            logits = aligned_logits(model, batch).float()  # without virtual tokens of prompt-learning methods
             logprobs = logits[:, :-1].log_softmax(-1)
             labels = batch["labels"][:, 1:]
             mask = labels != -100

@@ -32,10 +32,8 @@ class FullFineTuning(Method):
     def load(self, base_model, path, options):
         raise NotImplementedError("a full run folder's model/ is loaded directly")  # never called by the core
 
-    def merge(self, model, options):
-        from tunery.errors import IncompatibleError
-
-        raise IncompatibleError("method 'full' has nothing to merge: the run's model/ folder is already a standalone model")
+    def merge_refusal(self):
+        return "method 'full' has nothing to merge: the run's model/ folder is already a standalone model"
 
 
 @hookimpl

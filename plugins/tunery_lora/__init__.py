@@ -6,7 +6,7 @@ import dataclasses
 from typing import Literal
 
 from tunery import hookimpl
-from tunery.errors import ConfigError
+from tunery.errors import ConfigError, IncompatibleError
 from tunery.peft_support import PeftMethod, target_modules
 
 
@@ -20,7 +20,7 @@ class LoraOptions:
     target_modules: str | list[str] = "all-linear"  # names, a regex, or all-linear
     use_dora: bool = False
     use_rslora: bool = False
-    init: Literal["default", "gaussian", "pissa", "olora", "loftq", "eva", "orthogonal"] = "default"
+    init: Literal["default", "gaussian", "pissa", "olora", "loftq", "orthogonal"] = "default"
     layers_to_transform: list[int] | None = None
     modules_to_save: list[str] | None = None
     bias: Literal["none", "all", "lora_only"] = "none"
@@ -39,23 +39,51 @@ class Lora(PeftMethod):
     accepts_quantized = True
     can_merge = True
 
+    def check(self, options, run):
+        if options.init == "loftq":
+            import torch
+
+            if run.quantized:
+                raise IncompatibleError(f"method 'lora' with init 'loftq' quantizes the base itself; "
+                                        f"use quantizer 'none' instead of '{run.config.quantizer.name}'")
+            if not torch.cuda.is_available():
+                raise IncompatibleError("method 'lora' with init 'loftq' needs a CUDA GPU (peft quantizes with "
+                                        "bitsandbytes there); on this machine use init: pissa or olora")
+        targets = target_modules(options.target_modules)
+        if options.layers_to_transform and isinstance(targets, str) and targets != "all-linear":
+            raise IncompatibleError("method 'lora': layers_to_transform needs target_modules as module names; "
+                                    f"the regex '{targets}' already chooses the layers")
+
     def peft_config(self, model, options, run):
         from peft import LoraConfig
 
         init = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora", "loftq": "loftq",
-                "eva": "eva", "orthogonal": "orthogonal"}[options.init]
+                "orthogonal": "orthogonal"}[options.init]
         kwargs = {}
         if options.init == "loftq":
             from peft import LoftQConfig
 
             kwargs["loftq_config"] = LoftQConfig(loftq_bits=4)
+        targets = target_modules(options.target_modules)
+        if options.layers_to_transform and targets == "all-linear":  # peft takes layers only with names
+            targets = linear_names(model)
         return LoraConfig(
             r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout,
-            target_modules=target_modules(options.target_modules), use_dora=options.use_dora,
+            target_modules=targets, use_dora=options.use_dora,
             use_rslora=options.use_rslora, init_lora_weights=init,
             layers_to_transform=options.layers_to_transform, modules_to_save=options.modules_to_save,
             bias=options.bias, **kwargs,
         )
+
+
+def linear_names(model) -> list[str]:
+    """Names of the linear layers inside the model's blocks (what peft's all-linear selects)."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not head
+                   and name.split(".")[0] not in ("classifier", "score")})
 
 
 @hookimpl

@@ -1,0 +1,107 @@
+"""Method ``dpo``: Direct Preference Optimisation of a policy on preference pairs.
+
+The loss compares the policy's log-probabilities of the chosen and rejected responses with a
+reference model's (``sigmoid``: DPO; ``ipo``; ``hinge``: SLiC), scaled by ``beta``. The weights
+are trained by another method (``adapter: lora`` by default). The reference costs no second
+copy of the weights:
+
+* with an adapter (peft), the reference is the same base with the adapter disabled
+  (``model.disable_adapter()``), computed at every step;
+* with a method that changes the weights themselves (``full``, ...), the reference
+  log-probabilities of every training pair are computed once, before the first step, with the
+  initial weights.
+
+Each log record gets the implicit rewards ``beta * (log pi - log pi_ref)`` of the chosen and
+rejected responses, the pairs' accuracy and margin (``rewards/*``) and the log-probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from tunery import hookimpl
+from tunery.errors import ConfigError, TrainingError
+from tunery.preference import AdapterBackedMethod, AdapterChoice
+
+
+@dataclasses.dataclass
+class DpoOptions(AdapterChoice):
+    """DPO settings; ``adapter``/``adapter_options`` choose the method that trains the weights."""
+
+    beta: float = 0.1
+    loss: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    label_smoothing: float = 0.0  # sigmoid only: assumed share of flipped labels (conservative DPO)
+
+    def validate(self, where):
+        if self.beta <= 0:
+            raise ConfigError(f"config key '{where}.beta' must be positive, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"config key '{where}.label_smoothing' must be in [0, 0.5), got {self.label_smoothing}")
+
+
+class Dpo(AdapterBackedMethod):
+    name = "dpo"
+    description = "Direct Preference Optimisation (sigmoid, IPO, hinge); the reference costs no weight copy"
+    Options = DpoOptions
+
+    def model_task(self, data_task):
+        return "causal_lm", None
+
+    def compute_loss(self, model, inputs, options, run):
+        import torch
+
+        from tunery.preference import dpo_loss, pair_logps, record
+
+        average = options.loss == "ipo"  # IPO compares per-token mean log-probabilities
+        policy_chosen, policy_rejected = pair_logps(model, inputs, run, average)
+        if "ref_chosen_logps" in inputs:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        elif hasattr(model, "disable_adapter"):
+            with torch.no_grad(), model.disable_adapter():
+                ref_chosen, ref_rejected = pair_logps(model, inputs, run, average)
+        else:
+            raise TrainingError("dpo: no reference log-probabilities for this batch (they are computed "
+                                "when training begins; was the batch built outside the trainer?)")
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            policy_chosen, policy_rejected, ref_chosen, ref_rejected,
+            beta=options.beta, kind=options.loss, label_smoothing=options.label_smoothing)
+        if model.training:
+            record(run.state.setdefault(self.name, {}),
+                   **{"rewards/chosen": chosen_rewards, "rewards/rejected": rejected_rewards,
+                      "rewards/accuracy": (chosen_rewards > rejected_rewards).float(),
+                      "rewards/margin": chosen_rewards - rejected_rewards,
+                      "logps/chosen": policy_chosen.detach(), "logps/rejected": policy_rejected.detach()})
+        return losses.mean()
+
+    def callbacks(self, options, run):
+        import torch
+
+        from tunery.preference import metrics_callback, pair_logps
+
+        def reference_logps(model, train_dataloader):
+            """Without an adapter to disable, the reference is the initial weights: compute its
+            log-probabilities of every training pair now, once, before the first step."""
+            if hasattr(model, "disable_adapter"):
+                return
+            examples = getattr(train_dataloader, "dataset", None)
+            if not isinstance(examples, list):
+                raise TrainingError("dpo: the training examples are not a list; cannot compute reference log-probabilities")
+            was_training = model.training
+            model.eval()
+            size = run.config.training.batch_size
+            try:
+                with torch.no_grad():
+                    for start, batch in zip(range(0, len(examples), size), run.batches(examples, size)):
+                        chosen, rejected = pair_logps(model, batch, run, average=options.loss == "ipo")
+                        for example, c, r in zip(examples[start:start + size], chosen.tolist(), rejected.tolist()):
+                            example["ref_chosen_logps"], example["ref_rejected_logps"] = c, r
+            finally:
+                model.train(was_training)
+
+        return [metrics_callback(run.state.setdefault(self.name, {}), reference_logps)]
+
+
+@hookimpl
+def tunery_register_methods(registry):
+    registry.add(Dpo(registry))
