@@ -45,7 +45,7 @@ def engine_with(method, *plugins):
 
 def config(tiny_lm, data, out, **training):
     return {"model": tiny_lm, "method": "sabotaged", "format": "alpaca", "output_dir": str(out), "seed": 0,
-            "evaluators": [], "data": {"train": [str(data)], "limit": 16},
+            "evaluators": [], "data": {"train": [str(data)], "limit": 16, "packing": False},
             "training": {"max_steps": 4, "batch_size": 4, "save_steps": 2, "bf16": False, **training}}
 
 

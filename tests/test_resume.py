@@ -30,7 +30,7 @@ def make_config(lm: str, data: Path, out: Path, method: str, **extra) -> dict:
     training = {"epochs": 2, "batch_size": 4, "save_steps": 2, "save_total_limit": 2, "learning_rate": 1e-3,
                 "bf16": False, **extra.pop("training", {})}
     return {"model": lm, "method": method, "format": "alpaca", "output_dir": str(out), "seed": 3,
-            "evaluators": [], "data": {"train": [str(data)]}, "training": training, **extra}
+            "evaluators": [], "data": {"train": [str(data)], "packing": False}, "training": training, **extra}
 
 
 def weights(run_dir: Path, method: str) -> dict:

@@ -4,6 +4,10 @@ Keys ending in ``input_ids`` are padded with the pad token and get a matching
 ``attention_mask`` (``chosen_input_ids`` -> ``chosen_attention_mask``); keys ending in
 ``labels`` are padded with -100 when they are sequences; scalar values are stacked. The same
 rule serves language modelling, classification and preference pairs.
+
+Packed rows (see :mod:`tunery.packing`) bring ``position_ids``: their batches get no attention
+mask, so transformers reads the example boundaries from the positions; with ``flatten`` the
+rows of a batch are concatenated into one row (for flash attention).
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ IGNORE_INDEX = -100
 class Collator:
     """Pads a list of examples into a batch of tensors, counting real and padded tokens."""
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, flatten: bool = False):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.flatten = flatten
         self.real_tokens = 0
         self.padded_tokens = 0
 
@@ -27,6 +32,9 @@ class Collator:
 
         batch: dict[str, Any] = {}
         keys = [k for k in features[0] if not k.startswith("_")]
+        packed = "position_ids" in keys
+        if packed and self.flatten:
+            features = [{k: [t for f in features for t in f[k]] for k in keys}]
         for key in keys:
             values = [f[key] for f in features]
             if isinstance(values[0], (list, tuple)):
@@ -37,7 +45,10 @@ class Collator:
                 if self.pad_to_multiple_of:
                     length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
                 batch[key] = torch.tensor([list(v) + [pad] * (length - len(v)) for v in values], dtype=torch.long)
-                if key.endswith("input_ids"):
+                if key.endswith("input_ids") and packed:
+                    self.real_tokens += sum(len(v) for v in values)
+                    self.padded_tokens += batch[key].numel()
+                elif key.endswith("input_ids"):
                     prefix = key[: -len("input_ids")]
                     mask = torch.tensor([[1] * len(v) + [0] * (length - len(v)) for v in values], dtype=torch.long)
                     batch[prefix + "attention_mask"] = mask

@@ -27,7 +27,7 @@ class DataConfig:
     eval: list[str] = dataclasses.field(default_factory=list)
     val_split: float = 0.0
     max_length: int = 512
-    packing: bool = False
+    packing: bool | None = None  # None: on for causal-LM data when the method supports it
     on_bad_row: Literal["error", "skip"] = "error"
     truncation: Literal["right", "left", "drop", "error"] = "right"
     limit: int | None = None
@@ -59,6 +59,7 @@ class TrainingConfig:
     optim: str = "adamw_torch"
     bf16: bool | None = None  # None: on where the hardware runs bf16 fast
     gradient_checkpointing: bool = False
+    chunked_loss: bool = True  # causal LM: loss from hidden states in chunks, no full logits tensor
     logging_steps: int = 1
     eval_steps: int | None = None
     save_steps: int | None = None

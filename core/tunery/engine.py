@@ -25,8 +25,8 @@ class Engine:
     def __init__(self, *, autoload: bool = True, plugins: Iterable[Any] = (),
                  env: Mapping[str, str] | None = None, cache_dir: str | os.PathLike | None = None):
         self.env = dict(os.environ if env is None else env)
-        self.host = PluginHost(self.env, autoload=autoload, plugins=plugins)
         self.cache_dir = Path(cache_dir or self.env.get("TUNERY_CACHE") or Path.home() / ".cache" / "tunery")
+        self.host = PluginHost(self.env, autoload=autoload, plugins=plugins, cache_dir=self.cache_dir)
 
     # ------------------------------------------------------------------ plugins
 

@@ -14,7 +14,6 @@ other plugin keeps working. Environment switches (read from the mapping given to
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata as metadata
 import importlib.util
 import logging
 import traceback
@@ -24,6 +23,7 @@ from typing import Any, Iterable, Mapping
 import pluggy
 
 from . import hookspecs
+from .entrypoints import entry_points
 from .errors import PluginError
 from .members import FAMILIES
 from .registry import Registry
@@ -86,12 +86,14 @@ def _failure_status(exc: BaseException) -> str:
 class PluginHost:
     """A pluggy manager plus the four registries and a record of every plugin."""
 
-    def __init__(self, env: Mapping[str, str], autoload: bool = True, plugins: Iterable[Any] = ()):
+    def __init__(self, env: Mapping[str, str], autoload: bool = True, plugins: Iterable[Any] = (),
+                 cache_dir: Any = None):
         self.pm = pluggy.PluginManager("tunery")
         self.pm.add_hookspecs(hookspecs)
         self.registries: dict[str, Registry] = {family: Registry(family) for family in FAMILIES}
         self.infos: dict[str, PluginInfo] = {}
         self.strict = _truthy(env.get("TUNERY_STRICT_PLUGINS"))
+        self.cache_dir = cache_dir  # where the entry-point list is remembered (None: scan every time)
         if autoload and not _truthy(env.get("TUNERY_DISABLE_AUTOLOAD")):
             self._load_entry_points(_env_list(env, "TUNERY_PLUGINS"), _env_list(env, "TUNERY_DISABLE_PLUGINS") or set())
         for plugin in plugins:
@@ -104,9 +106,8 @@ class PluginHost:
     # ------------------------------------------------------------------ loading
 
     def _load_entry_points(self, allow: set[str] | None, block: set[str]) -> None:
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            dist = getattr(ep, "dist", None)
-            info = PluginInfo(ep.name, dist.metadata["Name"] if dist else "", dist.version if dist else "")
+        for ep in sorted(entry_points(ENTRY_POINT_GROUP, self.cache_dir), key=lambda e: e.name):
+            info = PluginInfo(ep.name, ep.distribution, ep.version)
             if ep.name in block or (allow is not None and ep.name not in allow):
                 info.status = "disabled"
                 self.infos.setdefault(ep.name, info)

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from . import data as datapipe
 from .config import RunConfig, dump_yaml
+from .distributed import is_main_process, sum_across_processes
 from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
 from .evaluation import best_checkpoint, check_early_stopping
 from .loading import load_model, load_tokenizer
+from .packing import can_pack, pack, packing_enabled
 from .peft_support import trainable_summary
 from .report import write_reports
 
@@ -120,6 +122,11 @@ def check_compatibility(run: RunContext) -> None:
         )
     if config.data.packing and not method.supports_packing:
         raise IncompatibleError(f"method '{method.name}' does not support sequence packing; set data.packing=false")
+    if config.data.packing and run.data_task != "causal_lm":
+        raise IncompatibleError(
+            f"data.packing works for causal_lm data only; formatter '{formatter.name}' gives {run.data_task} data: "
+            "set data.packing=false"
+        )
     if config.generation.prompts and formatter.task == "causal_lm" and not method.can_generate:
         raise IncompatibleError(f"method '{method.name}' cannot generate text, but generation.prompts is set; "
                                 "remove generation.prompts")
@@ -178,7 +185,7 @@ def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict]
     for what, found in (("training", problems), ("evaluation", eval_problems)):
         if found and cfg.on_bad_row == "error":
             raise DataError(datapipe.problems_message(found, what), found)
-    if (problems or eval_problems) and write_problems:
+    if (problems or eval_problems) and write_problems and is_main_process():
         datapipe.write_problems(problems + eval_problems, str(run.output_dir / "bad_rows.json"))
         log.warning("skipped %d bad row(s); see %s", len(problems) + len(eval_problems), run.output_dir / "bad_rows.json")
     if not train:
@@ -223,7 +230,7 @@ def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str, step
     metrics = flat_metrics(results)
     if phase == "during":
         metrics["step"] = step
-    elif details_json(results):
+    elif details_json(results) and is_main_process():
         (run.output_dir / "evaluations").mkdir(exist_ok=True)
         _write_json(run.output_dir / "evaluations" / f"{phase}.json", details_json(results))
     run.notify("tunery_evaluation", phase=phase, metrics=metrics)
@@ -264,12 +271,14 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
 
     from .checkpoints import SafeCheckpoints
     from .collate import Collator
+    from .loss import trainer_loss, use_chunked_loss
+    from .packing import needs_flat_batches
     from .evaluation import early_stopping_args, numeric
     from .guard import NonFiniteGuard, StopOnSignal
     from .progress import Progress, place_tracker_logs
 
     t, config = run.config.training, run.config
-    collator = Collator(run.tokenizer.pad_token_id)
+    collator = Collator(run.tokenizer.pad_token_id, flatten=needs_flat_batches(model))
     bf16 = bf16_default() if t.bf16 is None else t.bf16
     import torch
 
@@ -313,6 +322,13 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
             f"config key 'training.extra.{key}' is not a transformers.TrainingArguments field"
             f"{closest(key, TrainingArguments.__dataclass_fields__)}"
         )
+    if t.extra.get("deepspeed"):
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError("config key 'training.extra.deepspeed' needs the deepspeed package: pip install deepspeed")
+        if isinstance(t.extra["deepspeed"], str) and not os.path.isfile(t.extra["deepspeed"]):
+            raise ConfigError(f"config key 'training.extra.deepspeed': no DeepSpeed config file '{t.extra['deepspeed']}'")
     evaluating = bool(t.eval_steps and run.config.evaluators)
     if evaluating:
         args.update(eval_strategy="steps", eval_steps=t.eval_steps, **early_stopping_args(config))
@@ -323,6 +339,7 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
         raise ConfigError(f"invalid training settings: {exc}") from None
 
     method, options = run.method, run.config.method.options
+    chunked = t.chunked_loss and run.model_task == "causal_lm" and use_chunked_loss(training_args, model)
     guard, stopper = NonFiniteGuard(t.on_nonfinite), StopOnSignal()
 
     class TuneryTrainer(SafeCheckpoints, Trainer):
@@ -332,7 +349,11 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
             return loss
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if "position_ids" in inputs:  # packed rows: transformers finds their examples only without a KV cache
+                inputs = {**inputs, "use_cache": False}
             loss = method.compute_loss(model, inputs, options, run)
+            if loss is None and chunked and not return_outputs and "labels" in inputs:
+                return trainer_loss(self, model, inputs, num_items_in_batch)
             if loss is None:
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
@@ -360,11 +381,14 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
             self.log_path = run.output_dir / "train_log.jsonl"
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
+            if not logs:
+                return
+            tokens = int(sum_across_processes([collator.real_tokens])[0])  # every process takes part
+            if not state.is_world_process_zero:
                 return
             elapsed = time.perf_counter() - self.start
             record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
-                      "tokens": collator.real_tokens, "tokens_per_s": round(collator.real_tokens / max(elapsed, 1e-9), 2),
+                      "tokens": tokens, "tokens_per_s": round(tokens / max(elapsed, 1e-9), 2),
                       "elapsed_s": round(elapsed, 3)}
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -425,8 +449,9 @@ def execute(engine: Engine, config: RunConfig) -> RunResult:
     formatter = engine.formatters.get(config.format.name)
     run = RunContext(config=config, output_dir=Path(config.output_dir), engine=engine, data_task=formatter.task)
     check_compatibility(run)
-    run.output_dir = prepare_output_dir(config)
-    (run.output_dir / "config.yaml").write_text(dump_yaml(config))
+    if is_main_process():  # under torchrun / accelerate launch, the other processes write nothing
+        run.output_dir = prepare_output_dir(config)
+        (run.output_dir / "config.yaml").write_text(dump_yaml(config))
     run.notify("tunery_run_start")
     try:
         result = _train(run)
@@ -449,7 +474,17 @@ def _train(run: RunContext) -> RunResult:
     run.model_source = engine.resolve_model(config.model)
     run.tokenizer = load_tokenizer(run.model_source, config.trust_remote_code)
     train, evaluation, data_summary = build_data(run)
-    run.total_steps = planned_steps(config, len(train))
+    rows = train
+    if packing_enabled(run):
+        if can_pack(train):
+            rows = pack(train, config.data.max_length)
+            data_summary["train"]["packed_rows"] = len(rows)
+        elif config.data.packing:
+            raise IncompatibleError(f"formatter '{run.formatter.name}' gives examples with more than input_ids and "
+                                    "labels, which cannot be packed; set data.packing=false")
+        else:
+            log.info("not packing: formatter '%s' gives examples with extra keys", run.formatter.name)
+    run.total_steps = planned_steps(config, len(rows))
     run.model_task, run.num_labels = method.model_task(run.data_task)
     state = {**manifest(run), "config": config.to_dict(), "plugins_loaded": _plugins_loaded(run)}
     checkpoint = resume_point(config.resume, run.output_dir / "checkpoints", state, config.resume_force)
@@ -465,7 +500,7 @@ def _train(run: RunContext) -> RunResult:
     model = method.prepare(model, config.method.options, run)
     parameters = trainable_summary(model)
     log.info("trainable parameters: %d of %d (%.4g%%)", parameters["trainable"], parameters["total"], parameters["percent"])
-    trainer = build_trainer(run, model, train, evaluation)
+    trainer = build_trainer(run, model, rows, evaluation)
     run.device = trainer.args.device
     model = trainer.model
     trainer.tunery_manifest = state
@@ -492,18 +527,21 @@ def _train(run: RunContext) -> RunResult:
     # measured like "before" and the returned model matches what was saved.
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     model_dir = run.output_dir / method.output(config.method.options)
-    save_result(run, model, model_dir)
+    if is_main_process():
+        save_result(run, model, model_dir)
     after = evaluate(run, model, evaluation, "after")
     samples["after"] = sample_generations(run, model)
 
     collator = trainer.tunery_collator
+    tokens, padded = (int(n) for n in sum_across_processes([collator.real_tokens, collator.padded_tokens]))
     train_metrics = {
         "loss": _last_loss(trainer), "mean_loss": output.training_loss, "steps": output.global_step,
         "batch_size": trainer.args.per_device_train_batch_size, "grad_accum": trainer.args.gradient_accumulation_steps,
         "skipped_steps": trainer.tunery_guard.skipped,
         "examples": len(train), "seconds": round(output.metrics.get("train_runtime", 0.0), 3),
-        "tokens": collator.real_tokens, "padded_tokens": collator.padded_tokens,
-        "tokens_per_s": round(collator.real_tokens / max(output.metrics.get("train_runtime", 1e-9), 1e-9), 2),
+        "tokens": tokens, "padded_tokens": padded,
+        "tokens_per_s": round(tokens / max(output.metrics.get("train_runtime", 1e-9), 1e-9), 2),
+        "processes": trainer.args.world_size,
     }
     metrics = {"train": train_metrics, "parameters": parameters, "before": before, "after": after, "data": data_summary,
                "wall_seconds": round(time.perf_counter() - started, 3)}
@@ -517,11 +555,12 @@ def _train(run: RunContext) -> RunResult:
                  best["step"], "; the saved result is that checkpoint" if best["kept"] else "")
     if not evaluation and config.evaluators:
         metrics["note"] = "no evaluation data: set data.val_split or data.eval to get before/after metrics"
-    _write_json(run.output_dir / "metrics.json", metrics)
-    if samples["before"] or samples["after"]:
-        _write_json(run.output_dir / "samples.json", samples)
-    _write_json(run.output_dir / "manifest.json", manifest(run))
-    write_reports(run, model_dir, metrics, samples)
+    if is_main_process():
+        _write_json(run.output_dir / "metrics.json", metrics)
+        if samples["before"] or samples["after"]:
+            _write_json(run.output_dir / "samples.json", samples)
+        _write_json(run.output_dir / "manifest.json", manifest(run))
+        write_reports(run, model_dir, metrics, samples)
     return RunResult(run.output_dir, model_dir, metrics, samples, model)
 
 

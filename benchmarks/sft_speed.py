@@ -1,0 +1,299 @@
+"""LoRA SFT speed and memory: tunery against the plain transformers+peft script, in one job.
+
+Runs ``../shared/baselines/hf_peft_sft.py`` (fp32 and ``--bf16``) and tunery on the same
+workload -- SmolLM2-135M, the first 32 rows of ``alpaca_en_demo.json``, max length 256, batch 4,
+1 epoch, LoRA r16 alpha 32 dropout 0 on all linear layers, lr 2e-4, seed 0, the Alpaca prompt
+template -- each in its own subprocess, one after the other, and prints real tokens/s, training
+and process wall time, peak memory (RSS; CUDA max allocated on a GPU) and loss, with ratios
+against the fp32 baseline. With ``--write`` the table goes to ``docs/performance.md``.
+
+tunery modes:
+
+* ``defaults``     -- what ``tunery train`` does out of the box (packing, bf16 autocast where the
+                      hardware runs it fast, chunked cross-entropy);
+* ``same-as-baseline`` -- the baseline's padded batches, precision, loss and optimiser: engine
+                      overhead only (target >= 0.97x the baseline in the same precision);
+* ``no-packing``   -- defaults without packing (packing must not change the eval loss);
+* ``+grad-ckpt``, ``+torch-compile``, ``adamw_torch`` -- the defaults with one option changed.
+
+Start-up: median wall time of ``tunery --help`` and ``tunery plugins`` over several runs.
+
+GPU: ``--gpu --model <ref>`` runs the same comparison on CUDA in bf16 with a bigger model and
+adds peak CUDA memory and model FLOPs utilisation (LoRA ~4*N*tokens, full ~6*N*tokens FLOPs,
+N = parameters of the base model) against ``--peak-tflops`` (989 for H100/H200 dense bf16).
+
+Usage:  python benchmarks/sft_speed.py [--repeat 2] [--modes defaults,same-as-baseline] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent.parent / "shared" if (ROOT.parent.parent / "shared").exists() else ROOT.parent / "shared"
+BASELINE = SHARED / "baselines" / "hf_peft_sft.py"
+DATA = SHARED / "data" / "alpaca_en_demo.json"
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TUNERY_MODES = {
+    "defaults": [],
+    "same-as-baseline": ["data.packing=false", "training.bf16=false", "training.chunked_loss=false",
+                         "training.optim=adamw_torch_fused"],
+    "same-as-baseline-bf16": ["data.packing=false", "training.bf16=true", "training.chunked_loss=false",
+                              "training.optim=adamw_torch_fused"],
+    "no-packing": ["data.packing=false"],
+    "+grad-ckpt": ["training.gradient_checkpointing=true"],
+    "+torch-compile": ["training.extra.torch_compile=true"],
+    "adamw_torch": ["training.optim=adamw_torch"],
+}
+BASELINE_MODES = {"baseline-fp32": [], "baseline-bf16": ["--bf16"]}
+DEFAULT_MODES = ["baseline-fp32", "baseline-bf16", "defaults", "same-as-baseline", "same-as-baseline-bf16",
+                 "no-packing", "+grad-ckpt", "adamw_torch", "+torch-compile"]
+
+# ----------------------------------------------------------------------------- children
+
+
+def child_tunery(config_path: str, overrides: list[str]) -> dict:
+    """Run tunery in this process; the metrics the table needs."""
+    from tunery import Engine
+
+    result = Engine().train(config_path, overrides)
+    train = result.metrics["train"]
+    return {"train_seconds": train["seconds"], "real_tokens": train["tokens"], "padded_tokens": train["padded_tokens"],
+            "tokens_per_s": train["tokens_per_s"], "steps": train["steps"], "final_loss": train["loss"],
+            "eval_loss": result.metrics["after"].get("loss/loss"), **_cuda_peak()}
+
+
+def child_baseline(args: list[str]) -> dict:
+    """Run the unmodified baseline script in this process; its JSON line plus peak CUDA memory."""
+    import contextlib
+    import io
+    import runpy
+
+    sys.argv = [str(BASELINE), *args]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        runpy.run_path(str(BASELINE), run_name="__main__")
+    line = [x for x in out.getvalue().splitlines() if x.startswith("{")][-1]
+    return {**json.loads(line), **_cuda_peak()}
+
+
+def _cuda_peak() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+def run_child(argv: list[str], env: dict) -> dict:
+    """Run one measurement in a fresh process; adds that process's peak RSS and wall time."""
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, __file__, *argv], stdout=out, stderr=err, env=env, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # the rusage of this child alone
+        wall = time.perf_counter() - start
+        out.seek(0), err.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed:\n{err.read()[-3000:]}")
+        result = json.loads(out.read().strip().splitlines()[-1])
+    result["wall_seconds"] = round(wall, 2)
+    result["load"] = round(load, 2)
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    return result
+
+
+def startup_times(runs: int) -> dict:
+    """Median wall and CPU (user+system) seconds of ``tunery --help`` and ``tunery plugins``;
+    CPU time is the figure to trust on a machine shared with other jobs."""
+    exe = str(Path(sys.executable).with_name("tunery"))
+    out = {}
+    for args in (["--help"], ["plugins"]):
+        subprocess.run([exe, *args], capture_output=True, check=True)  # warm the file and entry-point caches
+        walls, cpus = [], []
+        for _ in range(runs):
+            start = time.perf_counter()
+            proc = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            usage = os.wait4(proc.pid, 0)[2]
+            walls.append(time.perf_counter() - start)
+            cpus.append(usage.ru_utime + usage.ru_stime)
+        name = "tunery " + " ".join(args)
+        out[name] = round(statistics.median(walls), 3)
+        out[name + " (CPU)"] = round(statistics.median(cpus), 3)
+    return out
+
+
+def prepare(workdir: Path, args) -> tuple[str, str, str | None]:
+    """Train/eval files, the tunery config, and the baseline's model folder (and gguf file)."""
+    from tunery import Engine
+
+    rows = json.loads(DATA.read_text())
+    train, evaluation = rows[: args.samples], rows[args.samples: args.samples + args.eval_samples]
+    (workdir / "train.json").write_text(json.dumps(train))
+    (workdir / "eval.json").write_text(json.dumps(evaluation))
+    resolved = Engine().resolve_model(args.model)
+    config = {
+        "model": args.model, "output_dir": str(workdir / "run"), "overwrite": True, "seed": 0,
+        "method": {"name": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
+        "format": {"name": "alpaca", "template": "alpaca"},
+        "data": {"train": [str(workdir / "train.json")], "eval": [str(workdir / "eval.json")], "max_length": 256},
+        "evaluators": ["loss"],
+        "training": {"epochs": 1, "batch_size": 4, "learning_rate": 2e-4, "logging_steps": 1},
+    }
+    if args.gpu:
+        config["training"]["bf16"] = True
+    path = workdir / "tunery.yaml"
+    path.write_text(json.dumps(config))
+    return str(path), resolved.path, resolved.gguf_file
+
+
+def model_params(model_dir: str, gguf_file: str | None) -> int:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    with __import__("torch").device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir, **kwargs))
+    return sum(p.numel() for p in model.parameters())
+
+
+def table(results: dict[str, list[dict]], reference: str, startup: dict, args, n_params: int | None) -> str:
+    ref = statistics.median(r["tokens_per_s"] for r in results[reference])
+    ref_rss = statistics.median(r["peak_rss_mb"] for r in results[reference])
+    gpu = any("cuda_peak_mb" in r for rs in results.values() for r in rs)
+    head = ["run", "real tok/s", "× fp32 baseline", "train s", "process s", "peak RSS MB", "× RSS",
+            "padding %", "steps", "final train loss", "eval loss"]
+    if gpu:
+        head += ["CUDA peak MB", "MFU %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, runs in results.items():
+        med = {k: statistics.median(r[k] for r in runs if r.get(k) is not None)
+               if any(r.get(k) is not None for r in runs) else None
+               for k in ("tokens_per_s", "train_seconds", "wall_seconds", "peak_rss_mb", "final_loss", "eval_loss",
+                         "real_tokens", "padded_tokens", "steps", "cuda_peak_mb")}
+        spread = "" if len(runs) < 2 else f" ({min(r['tokens_per_s'] for r in runs):.0f}–{max(r['tokens_per_s'] for r in runs):.0f})"
+        padding = 100.0 * (1 - med["real_tokens"] / med["padded_tokens"]) if med["padded_tokens"] else 0.0
+        row = [name, f"{med['tokens_per_s']:.1f}{spread}", f"{med['tokens_per_s'] / ref:.2f}", f"{med['train_seconds']:.1f}",
+               f"{med['wall_seconds']:.1f}", f"{med['peak_rss_mb']:.0f}", f"{med['peak_rss_mb'] / ref_rss:.2f}",
+               f"{padding:.0f}", f"{med['steps']:.0f}", _f(med["final_loss"]), _f(med["eval_loss"])]
+        if gpu:
+            factor = 4  # LoRA: forward 2N + backward through activations 2N, no weight gradients
+            mfu = factor * n_params * med["tokens_per_s"] / (args.peak_tflops * 1e12) * 100 if n_params else None
+            row += [_f(med["cuda_peak_mb"], 0), _f(mfu, 1)]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    for k, v in startup.items():
+        lines.append(f"- `{k.removesuffix(' (CPU)')}`: median {v:.3f} s {'CPU' if k.endswith(' (CPU)') else 'wall'}")
+    loads = [r["load"] for rs in results.values() for r in rs if "load" in r]
+    if loads:
+        lines.append(f"- 1-minute load average when the runs started: {min(loads):.1f} to {max(loads):.1f} "
+                     f"on {os.cpu_count()} CPU(s)")
+    return "\n".join(lines)
+
+
+def _f(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}" if digits < 4 else f"{value:.4g}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", default=",".join(DEFAULT_MODES), help="comma-separated; see the module docstring")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; the modes are interleaved within a round")
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--eval-samples", type=int, default=32)
+    parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--gpu", action="store_true", help="CUDA run: bf16 everywhere, CUDA peak memory and MFU")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200: 989)")
+    parser.add_argument("--startup-runs", type=int, default=7)
+    parser.add_argument("--write", action="store_true", help="write the table to docs/performance.md")
+    parser.add_argument("--from-log", help="make the table from the JSON lines of an earlier (or cut-short) job's output")
+    parser.add_argument("--child", choices=["tunery", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("child_args", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "tunery":
+        print(json.dumps(child_tunery(args.child_args[0], args.child_args[1:])))
+        return
+    if args.child == "baseline":
+        print(json.dumps(child_baseline(args.child_args)))
+        return
+
+    if args.from_log:
+        report(*from_log(Path(args.from_log)), args)
+        return
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in TUNERY_MODES and m not in BASELINE_MODES]
+    if unknown:
+        parser.error(f"unknown mode(s) {unknown}; known: {', '.join([*BASELINE_MODES, *TUNERY_MODES])}")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+    startup = startup_times(args.startup_runs)
+    print(json.dumps(startup), flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="tunery-bench-"))
+    config, model_dir, gguf_file = prepare(workdir, args)
+    base_args = ["--model", model_dir, "--data", str(workdir / "train.json"), "--samples", str(args.samples),
+                 "--max-len", "256", "--batch-size", "4", "--epochs", "1", "--lr", "2e-4", "--lora-r", "16",
+                 "--lora-alpha", "32", "--seed", "0", "--output-dir", str(workdir / "baseline")]
+    if gguf_file:
+        base_args += ["--gguf-file", gguf_file]
+    results: dict[str, list[dict]] = {m: [] for m in modes}
+    for round_ in range(args.repeat):
+        for mode in modes:
+            if mode in BASELINE_MODES:
+                extra = BASELINE_MODES[mode] + (["--bf16"] if args.gpu and "--bf16" not in BASELINE_MODES[mode] else [])
+                argv = ["--child", "baseline", "--", *base_args, *extra]
+            else:
+                argv = ["--child", "tunery", "--", config, *TUNERY_MODES[mode]]
+            result = run_child(argv, env)
+            results[mode].append(result)
+            print(json.dumps({"round": round_, "mode": mode, **result}), flush=True)
+    report(results, startup, args, model_params(model_dir, gguf_file) if args.gpu else None)
+
+
+def from_log(path: Path) -> tuple[dict, dict]:
+    """The results and start-up times printed (one JSON object a line) by an earlier job."""
+    results: dict[str, list[dict]] = {}
+    startup: dict = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if "mode" in record:
+                results.setdefault(record.pop("mode"), []).append(record)
+            elif all(k.startswith("tunery ") for k in record):
+                startup = record
+    return results, startup
+
+
+def report(results: dict, startup: dict, args, n_params: int | None = None) -> None:
+    reference = "baseline-fp32" if "baseline-fp32" in results else next(iter(results))
+    text = table(results, reference, startup, args, n_params)
+    print(text)
+    if args.write:
+        write_doc(text, args)
+
+
+def write_doc(text: str, args) -> None:
+    import platform
+
+    doc = ROOT / "docs" / "performance.md"
+    marker_start, marker_end = "<!-- sft_speed:start -->", "<!-- sft_speed:end -->"
+    how = f"--from-log {Path(args.from_log).name}" if args.from_log else f"--repeat {args.repeat}"
+    block = (f"{marker_start}\nMeasured by `python benchmarks/sft_speed.py {how} --write` on "
+             f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s).\n\n"
+             f"{text}\n{marker_end}")
+    current = doc.read_text() if doc.exists() else f"# Performance\n\n{marker_start}\n{marker_end}\n"
+    before, _, rest = current.partition(marker_start)
+    _, _, after = rest.partition(marker_end)
+    doc.write_text(before + block + after)
+
+
+if __name__ == "__main__":
+    main()
