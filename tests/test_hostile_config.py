@@ -41,7 +41,8 @@ def one_error_line(result) -> str:
     ({"training__on_nonfinite": "ignore"}, 2, "config key 'training.on_nonfinite' must be one of 'stop', 'skip'"),
     ({"data__val_split": 1.5}, 2, "config key 'data.val_split' must be in [0, 1)"),
     ({"resume": "auto", "overwrite": True}, 2, "--resume and --overwrite contradict each other"),
-    ({"method": "full", "quantizer": "bnb-4bit"}, 2, "no quantizer named 'bnb-4bit'"),
+    ({"method": "full", "quantizer": "bnb-4bit"}, 2, "method 'full' cannot train a quantized base (quantizer 'bnb-4bit')"),
+    ({"method": "full", "quantizer": "bnb-3bit"}, 2, "no quantizer named 'bnb-3bit'"),
 ])
 def test_config_errors_are_one_line_naming_the_key(tmp_path, tiny_lm, alpaca_file, run_cli, changes, exit_code,
                                                    expected):

@@ -18,7 +18,7 @@ from tunery.plugins import PluginWarning
 BUILTIN = {"alpaca", "chat", "classification", "completion", "eval-loss", "eval-classification", "eval-generation",
            "eval-multiple-choice", "full", "lora", "models", "multitask", "none",
            "freeze", "ia3", "prefix", "ptuning", "prompt", "adalora", "peft",
-           "preference", "reward", "dpo", "eval-reward-accuracy"}
+           "preference", "reward", "dpo", "eval-reward-accuracy", "bnb-4bit", "bnb-8bit"}
 
 
 def make_distribution(root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:

@@ -165,6 +165,11 @@ class Quantizer(Member):
         ``keep_modules`` must stay unquantized (fresh heads, fully trained modules)."""
         return {}
 
+    def after_load(self, model: Any, options: Any) -> Any:
+        """Adjust the base model right after it loads, for training and for reloading a run alike
+        (e.g. pin a kernel choice so a reloaded run computes exactly as in training); return it."""
+        return model
+
     def prepare(self, model: Any, options: Any, run: RunContext) -> Any:
         """Prepare the loaded model for training (e.g. k-bit preparation); return it."""
         return model

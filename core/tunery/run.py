@@ -495,6 +495,7 @@ def _train(run: RunContext) -> RunResult:
         num_labels=run.num_labels, pad_token_id=run.tokenizer.pad_token_id,
         extra=quantizer.load_kwargs(config.quantizer.options, keep, run), trust_remote_code=config.trust_remote_code,
     )
+    model = quantizer.after_load(model, config.quantizer.options)
     model = quantizer.prepare(model, config.quantizer.options, run)
     model = method.prepare(model, config.method.options, run)
     parameters = trainable_summary(model)

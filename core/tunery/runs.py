@@ -76,6 +76,8 @@ def _load_run(engine: Engine, path: Path, quantize: bool = True) -> LoadedModel:
             pad_token_id=tokenizer.pad_token_id,
             extra=run.quantizer.load_kwargs(config.quantizer.options, keep, run) if quantize else None,
         )
+        if quantize:
+            base = run.quantizer.after_load(base, config.quantizer.options)
         model = method.load(base, str(model_dir), config.method.options)
     model.eval()
     return LoadedModel(model, tokenizer, task["model"], config, manifest, task.get("labels"))

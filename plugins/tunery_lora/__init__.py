@@ -39,6 +39,9 @@ class Lora(PeftMethod):
     accepts_quantized = True
     can_merge = True
 
+    def fully_trained_modules(self, options, run):
+        return list(options.modules_to_save or [])
+
     def check(self, options, run):
         if options.init == "loftq":
             import torch
