@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tunery import Engine
-from tunery.testing.formatters import LAYOUTS, check_formatter, trained_text
+from tunery.testing.formatters import LAYOUTS, check_formatter
 
 EOS = "<|endoftext|>"
 IM_END = "<|im_end|>"

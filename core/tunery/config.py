@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from .errors import ConfigError
-from .options import closest, coerce, parse, to_dict, unknown_key_error
+from .options import at_least, closest, coerce, parse, to_dict, unknown_key_error
 
 
 @dataclasses.dataclass
@@ -39,8 +39,7 @@ class DataConfig:
             raise ConfigError(f"missing required config key '{where}.train' (a data file, folder or glob)")
         if not 0.0 <= self.val_split < 1.0:
             raise ConfigError(f"config key '{where}.val_split' must be in [0, 1), got {self.val_split}")
-        if self.max_length < 8:
-            raise ConfigError(f"config key '{where}.max_length' must be at least 8, got {self.max_length}")
+        at_least(self, where, max_length=8)
 
 
 @dataclasses.dataclass
@@ -70,17 +69,14 @@ class TrainingConfig:
     extra: dict = dataclasses.field(default_factory=dict)  # any other TrainingArguments field
 
     def validate(self, where: str) -> None:
-        for key in ("batch_size", "grad_accum", "logging_steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"config key '{where}.{key}' must be at least 1, got {getattr(self, key)}")
+        at_least(self, where, batch_size=1, grad_accum=1, logging_steps=1)
         if self.max_steps == 0 or self.max_steps < -1:
             raise ConfigError(f"config key '{where}.max_steps' must be a positive number of steps (or -1 for epochs)")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"config key '{where}.warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
         if self.learning_rate <= 0:
             raise ConfigError(f"config key '{where}.learning_rate' must be positive, got {self.learning_rate}")
-        if self.eval_steps is not None and self.eval_steps < 1:
-            raise ConfigError(f"config key '{where}.eval_steps' must be at least 1, got {self.eval_steps}")
+        at_least(self, where, eval_steps=1)
 
 
 @dataclasses.dataclass
@@ -94,8 +90,7 @@ class EarlyStoppingConfig:
     keep_best: bool = True  # the saved result is the best checkpoint, not the last step
 
     def validate(self, where: str) -> None:
-        if self.patience < 1:
-            raise ConfigError(f"config key '{where}.patience' must be at least 1, got {self.patience}")
+        at_least(self, where, patience=1)
         if self.threshold < 0:
             raise ConfigError(f"config key '{where}.threshold' must be 0 or more, got {self.threshold}")
         if self.metric is not None and "/" not in self.metric:

@@ -30,6 +30,14 @@ def unknown_key_error(key: str, valid, where: str) -> ConfigError:
     )
 
 
+def at_least(section: Any, where: str, **minimums: int) -> None:
+    """Refuse a numeric option below its minimum (``None`` means unset and passes)."""
+    for key, minimum in minimums.items():
+        value = getattr(section, key)
+        if value is not None and value < minimum:
+            raise ConfigError(f"config key '{where}.{key}' must be at least {minimum}, got {value}")
+
+
 def parse(cls: type, raw: Mapping[str, Any] | None, where: str = "") -> Any:
     """Build dataclass ``cls`` from ``raw``, validating keys and coercing types."""
     raw = dict(raw or {})

@@ -14,6 +14,7 @@ import re
 import string
 
 from tunery import ConfigError, EvalResult, Evaluator, hookimpl
+from tunery.options import at_least
 
 
 @dataclasses.dataclass
@@ -27,10 +28,7 @@ class GenerationOptions:
     worst: int = 5  # lowest-scoring outputs kept for error analysis (0: none)
 
     def validate(self, where: str) -> None:
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"config key '{where}.max_new_tokens' must be at least 1, got {self.max_new_tokens}")
-        if self.num_beams < 1:
-            raise ConfigError(f"config key '{where}.num_beams' must be at least 1, got {self.num_beams}")
+        at_least(self, where, max_new_tokens=1, num_beams=1)
 
 
 _PUNCTUATION = set(string.punctuation)

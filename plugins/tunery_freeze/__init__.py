@@ -16,6 +16,7 @@ from typing import Literal
 
 from tunery import Method, hookimpl
 from tunery.errors import ConfigError, IncompatibleError
+from tunery.options import at_least
 
 CLASSIFICATION_HEADS = ("classifier", "score")
 
@@ -29,8 +30,8 @@ class FreezeOptions:
     modules: list[str] | None = None  # mode modules: name parts or regular expressions
 
     def validate(self, where):
-        if self.mode == "last_n" and self.last_n < 1:
-            raise ConfigError(f"config key '{where}.last_n' must be at least 1, got {self.last_n}")
+        if self.mode == "last_n":
+            at_least(self, where, last_n=1)
         if self.mode == "modules" and not self.modules:
             raise ConfigError(f"config key '{where}.modules' is required with {where}.mode=modules (e.g. [mlp, lm_head])")
         for pattern in self.modules or []:

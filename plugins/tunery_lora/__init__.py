@@ -7,6 +7,7 @@ from typing import Literal
 
 from tunery import hookimpl
 from tunery.errors import ConfigError, IncompatibleError
+from tunery.options import at_least
 from tunery.peft_support import PeftMethod, target_modules
 
 
@@ -26,8 +27,7 @@ class LoraOptions:
     bias: Literal["none", "all", "lora_only"] = "none"
 
     def validate(self, where):
-        if self.r < 1:
-            raise ConfigError(f"config key '{where}.r' must be at least 1, got {self.r}")
+        at_least(self, where, r=1)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"config key '{where}.dropout' must be in [0, 1), got {self.dropout}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from tunery import hookimpl
-from tunery.errors import ConfigError
+from tunery.options import at_least
 from tunery.peft_support import PromptLearningMethod
 
 
@@ -18,8 +18,7 @@ class PrefixOptions:
     encoder_hidden_size: int = 128  # hidden size of that MLP (projection only)
 
     def validate(self, where):
-        if self.num_virtual_tokens < 1:
-            raise ConfigError(f"config key '{where}.num_virtual_tokens' must be at least 1, got {self.num_virtual_tokens}")
+        at_least(self, where, num_virtual_tokens=1)
 
 
 class PrefixTuning(PromptLearningMethod):

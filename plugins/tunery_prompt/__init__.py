@@ -7,6 +7,7 @@ from typing import Literal
 
 from tunery import hookimpl
 from tunery.errors import ConfigError
+from tunery.options import at_least
 from tunery.peft_support import PromptLearningMethod
 
 
@@ -19,8 +20,7 @@ class PromptOptions:
     init_text: str | None = None  # with init: text, the virtual tokens start as this text's embeddings
 
     def validate(self, where):
-        if self.num_virtual_tokens < 1:
-            raise ConfigError(f"config key '{where}.num_virtual_tokens' must be at least 1, got {self.num_virtual_tokens}")
+        at_least(self, where, num_virtual_tokens=1)
         if self.init == "text" and not (self.init_text or "").strip():
             raise ConfigError(f"config key '{where}.init_text' is required with {where}.init=text (e.g. 'Answer the question:')")
         if self.init == "random" and self.init_text:

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Literal
 
 from tunery import hookimpl
-from tunery.errors import ConfigError
+from tunery.options import at_least
 from tunery.peft_support import PromptLearningMethod
 
 
@@ -21,10 +21,7 @@ class PTuningOptions:
     encoder_dropout: float = 0.0
 
     def validate(self, where):
-        if self.num_virtual_tokens < 1:
-            raise ConfigError(f"config key '{where}.num_virtual_tokens' must be at least 1, got {self.num_virtual_tokens}")
-        if self.encoder_hidden_size < 1:
-            raise ConfigError(f"config key '{where}.encoder_hidden_size' must be at least 1, got {self.encoder_hidden_size}")
+        at_least(self, where, num_virtual_tokens=1, encoder_hidden_size=1)
 
 
 class PTuning(PromptLearningMethod):
