@@ -11,14 +11,19 @@ from pathlib import Path
 
 import pytest
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 from tunery import Engine, Method, hookimpl
 from tunery.errors import PluginError
 from tunery.plugins import PluginWarning
 
-BUILTIN = {"alpaca", "chat", "classification", "completion", "eval-loss", "eval-classification", "eval-generation",
-           "eval-multiple-choice", "full", "lora", "models", "multitask", "none",
-           "freeze", "ia3", "prefix", "ptuning", "prompt", "adalora", "peft",
-           "preference", "reward", "dpo", "eval-reward-accuracy", "bnb-4bit", "bnb-8bit"}
+# Every built-in plugin is an entry point in the project's own pyproject.toml, like a third-party one.
+BUILTIN = set(tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+              ["project"]["entry-points"]["tunery"])
+assert len(BUILTIN) >= 26
 
 
 def make_distribution(root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, str]) -> Path:
