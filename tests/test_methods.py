@@ -262,3 +262,27 @@ def test_lora_loftq_is_refused_before_loading_without_cuda(engine, tmp_path):
         pytest.skip("LoftQ runs where CUDA is")
     with pytest.raises(IncompatibleError, match="init 'loftq' needs a CUDA GPU"):
         engine.train(base_config(NO_MODEL, tmp_path, "x.json", {"name": "lora", "init": "loftq"}))
+
+
+# ----------------------------------------------------------------------------- environment drift
+
+
+def test_prefix_on_classification_is_refused_before_loading_where_peft_cannot(engine, tmp_path, monkeypatch):
+    """transformers 5.24 renamed the backbones' past_key_values, which peft's prefix tuning of
+    classification models passes: the pair is refused before any model loads, with a way out."""
+    import tunery_prefix
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) >= Version("5.24"):
+        assert not tunery_prefix.backbones_take_past_key_values()
+    monkeypatch.setattr(tunery_prefix, "backbones_take_past_key_values", lambda: False)
+    data = tmp_path / "labels.jsonl"
+    data.write_text('{"text": "good", "label": "pos"}\n{"text": "bad", "label": "neg"}\n')
+    config = base_config(NO_MODEL, tmp_path / "run", data, {"name": "prefix"}, format="classification")
+    with pytest.raises(IncompatibleError) as refusal:
+        engine.train(config)
+    assert "method 'prefix'" in str(refusal.value) and "'ptuning'" in str(refusal.value)
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(tunery_prefix, "backbones_take_past_key_values", lambda: True)
+    engine.check(config)  # where the backbones take them, the pair is allowed

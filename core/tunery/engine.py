@@ -91,6 +91,18 @@ class Engine:
 
     run = train
 
+    def check(self, config: Any, overrides: Iterable[str] = ()):
+        """Validate a run without loading or writing anything: the config, every plugin's options
+        and every compatibility check a run makes first. Returns the RunConfig; raises the error
+        the run would raise."""
+        from .config import RunConfig
+        from .run import check_compatibility, new_context
+
+        if not isinstance(config, RunConfig):
+            config = self.config(config, overrides)
+        check_compatibility(new_context(self, config))
+        return config
+
     def resolve_model(self, reference: str):
         """Local files for a model reference, asked of the model-source plugins in turn."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)

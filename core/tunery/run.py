@@ -444,10 +444,15 @@ def _fit_batch_size(run: RunContext, model: Any, train: list[dict]) -> tuple[int
     return size, accum
 
 
+def new_context(engine: Engine, config: RunConfig) -> RunContext:
+    """The context of a run of ``config``, before anything is loaded."""
+    formatter = engine.formatters.get(config.format.name)
+    return RunContext(config=config, output_dir=Path(config.output_dir), engine=engine, data_task=formatter.task)
+
+
 def execute(engine: Engine, config: RunConfig) -> RunResult:
     """Run ``config`` to the end and return its result; lifecycle hooks see every phase."""
-    formatter = engine.formatters.get(config.format.name)
-    run = RunContext(config=config, output_dir=Path(config.output_dir), engine=engine, data_task=formatter.task)
+    run = new_context(engine, config)
     check_compatibility(run)
     if is_main_process():  # under torchrun / accelerate launch, the other processes write nothing
         run.output_dir = prepare_output_dir(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from tunery import hookimpl
+from tunery.errors import IncompatibleError
 from tunery.options import at_least
 from tunery.peft_support import PromptLearningMethod
 
@@ -27,11 +28,31 @@ class PrefixTuning(PromptLearningMethod):
     technique = "prefix tuning"
     Options = PrefixOptions
 
+    def check(self, options, run):
+        if run.data_task == "classification" and not backbones_take_past_key_values():
+            import transformers
+
+            raise IncompatibleError(
+                f"prefix tuning (method 'prefix') cannot train classification models with transformers "
+                f"{transformers.__version__}: its classification backbones no longer accept past_key_values, which "
+                "peft's prefix tuning needs there; use method 'ptuning', 'prompt' or 'lora' for classification"
+            )
+
     def peft_config(self, model, options, run):
         from peft import PrefixTuningConfig
 
         return PrefixTuningConfig(num_virtual_tokens=options.num_virtual_tokens, prefix_projection=options.projection,
                                   encoder_hidden_size=options.encoder_hidden_size)
+
+
+def backbones_take_past_key_values() -> bool:
+    """Whether the installed transformers' backbones take ``past_key_values`` (peft's prefix
+    tuning of classification models passes the prefixes that way; transformers 5.24 renamed it)."""
+    import inspect
+
+    from transformers import BertModel, LlamaModel
+
+    return all("past_key_values" in inspect.signature(m.forward).parameters for m in (BertModel, LlamaModel))
 
 
 @hookimpl
