@@ -1,9 +1,9 @@
 """The run configuration: one YAML file (plus ``--set`` overrides) that fully describes a run.
 
-Core keys are validated here; each plugin section (``method``, ``format``, ``quantizer``,
-``evaluators``) is validated by the plugin that owns it. A section is written either as a
-name (``method: lora``) or as a mapping with ``name`` and that plugin's options
-(``method: {name: lora, r: 8}``).
+Core keys are validated here; each plugin section (``method``, ``objective``, ``format``,
+``quantizer``, and the lists ``extensions`` and ``evaluators``) is validated by the plugin that
+owns it. A section is written either as a name (``method: lora``) or as a mapping with
+``name`` and that plugin's options (``method: {name: lora, r: 8}``).
 """
 
 from __future__ import annotations
@@ -133,8 +133,10 @@ class RunConfig:
     model: str
     output_dir: str
     method: Choice
+    objective: Choice
     format: Choice
     quantizer: Choice
+    extensions: list[Choice]
     evaluators: list[Choice]
     data: DataConfig
     training: TrainingConfig
@@ -152,7 +154,7 @@ class RunConfig:
             value = getattr(self, f.name)
             if isinstance(value, Choice):
                 out[f.name] = value.to_dict()
-            elif isinstance(value, list) and value and isinstance(value[0], Choice):
+            elif f.name in LISTS:
                 out[f.name] = [c.to_dict() for c in value]
             elif dataclasses.is_dataclass(value):
                 out[f.name] = to_dict(value)
@@ -165,14 +167,15 @@ class RunConfig:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
 
 
-SECTIONS = {"method": "methods", "format": "formatters", "quantizer": "quantizers"}
+SECTIONS = {"method": "methods", "objective": "objectives", "format": "formatters", "quantizer": "quantizers"}
+LISTS = {"extensions": "extensions", "evaluators": "evaluators"}
 SIMPLE = {
     "model": str, "output_dir": str, "seed": int, "trust_remote_code": bool, "overwrite": bool,
     "resume": str | None, "resume_force": bool,
 }
 NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig,
           "early_stopping": EarlyStoppingConfig}
-TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | {"evaluators"}
+TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | set(LISTS)
 
 
 def load_raw(source: Mapping[str, Any] | str | os.PathLike) -> dict:
@@ -271,34 +274,55 @@ def parse_config(raw: Mapping[str, Any], registries: Mapping[str, Any]) -> RunCo
         if not isinstance(section, Mapping):
             raise ConfigError(f"config key '{key}' must be a mapping, got {section!r}")
         values[key] = parse(cls, section, key)
+    task = _member(registries["formatters"], _section(raw["format"], "format")[0], "format").task
     for key, family in SECTIONS.items():
-        name, options = _section(raw.get(key, "none"), key)
-        member = _member(registries[family], name, key)
+        if key not in raw or raw[key] is None:
+            raw[key] = _default_objective(registries, task) if key == "objective" else "none"
+        name, options = _section(raw[key], key)
+        member = _member(registries[family], name, key, registries)
         values[key] = Choice(name, member.parse_options(options, key))
-    evaluators = raw.get("evaluators")
-    if evaluators is None:  # the defaults that can measure this formatter's data
-        task = registries["formatters"].get(values["format"].name).task
-        evaluators = [e.name for e in registries["evaluators"] if e.default and task in e.tasks]
-    if isinstance(evaluators, str):
-        evaluators = [e.strip() for e in evaluators.split(",") if e.strip()]
-    if not isinstance(evaluators, list):
-        raise ConfigError(f"config key 'evaluators' must be a list of evaluator names or mappings, got {evaluators!r}")
-    choices = []
-    for i, item in enumerate(evaluators):
-        name, options = _section(item, f"evaluators[{i}]")
-        member = _member(registries["evaluators"], name, f"evaluators[{i}]")
-        choices.append(Choice(name, member.parse_options(options, f"evaluators[{i}]")))
-    values["evaluators"] = choices
+    if raw.get("evaluators") is None:  # the defaults that can measure this formatter's data
+        raw["evaluators"] = [e.name for e in registries["evaluators"] if e.default and task in e.tasks]
+    for key, family in LISTS.items():
+        items = raw.get(key) or []
+        if isinstance(items, str):
+            items = [e.strip() for e in items.split(",") if e.strip()]
+        if not isinstance(items, list):
+            raise ConfigError(f"config key '{key}' must be a list of {family} names or mappings, got {items!r}")
+        choices = []
+        for i, item in enumerate(items):
+            name, options = _section(item, f"{key}[{i}]")
+            member = _member(registries[family], name, f"{key}[{i}]", registries)
+            choices.append(Choice(name, member.parse_options(options, f"{key}[{i}]")))
+        names = [c.name for c in choices]
+        if key == "extensions" and len(set(names)) < len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ConfigError(f"config key 'extensions' names '{twice}' twice; give it once, with all its options")
+        values[key] = choices
     return RunConfig(**values)
 
 
-def _member(registry, name: str, where: str):
+def _default_objective(registries, task: str) -> str:
+    """The objective a run of ``task`` data uses when it names none."""
+    defaults = [o.name for o in registries["objectives"] if o.default and task in o.tasks]
+    if defaults:
+        return defaults[0]
+    able = [o.name for o in registries["objectives"] if task in o.tasks]
+    raise ConfigError(f"missing config key 'objective': {task} data has no default objective; "
+                      f"choose one of: {', '.join(able) or 'none installed'} (e.g. objective: {able[0] if able else '...'})")
+
+
+KEY_OF_FAMILY = {**{family: key for key, family in SECTIONS.items()}, **{family: key for key, family in LISTS.items()}}
+
+
+def _member(registry, name: str, where: str, registries=None):
     if name not in registry:
-        installed = ", ".join(registry.names()) or "none"
-        raise ConfigError(
-            f"config key '{where}': no {registry.family[:-1]} named '{name}'{closest(name, registry.names())}; "
-            f"installed: {installed}"
-        )
+        other = next((r for r in (registries or {}).values() if r is not registry and name in r), None)
+        if other is not None:
+            article = "an" if other.family[0] in "aeiou" else "a"
+            raise ConfigError(f"config key '{where}': '{name}' is {article} {other.family[:-1]}, not a "
+                              f"{registry.family[:-1]}: name it under '{KEY_OF_FAMILY[other.family]}'")
+        raise ConfigError(f"config key '{where}': {registry.unknown(name)}")
     return registry.get(name)
 
 

@@ -26,7 +26,7 @@ from .errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
-    from .run import RunContext
+    from .context import RunContext
 
 MARK_OPEN, MARK_CLOSE = "\u27e6", "\u27e7"  # ⟦trained⟧ spans in previews
 CACHE_VERSION = "1"
@@ -49,17 +49,18 @@ def formatting_context(engine: Engine, format_name: str, options: dict | None, t
     """A :class:`~tunery.run.RunContext` that can format data outside a training run (for the
     data tools and the formatter conformance kit)."""
     from .config import Choice, DataConfig, GenerationConfig, RunConfig, TrainingConfig
-    from .run import RunContext
+    from .context import RunContext
 
     formatter = engine.formatters.get(format_name)
     config = RunConfig(
-        model=model, output_dir="", method=Choice("", None), quantizer=Choice("none", None), evaluators=[],
+        model=model, output_dir="", method=Choice("", None), objective=Choice("", None),
+        quantizer=Choice("none", None), extensions=[], evaluators=[],
         format=Choice(format_name, formatter.parse_options(options, "format")),
         data=DataConfig(train=list(specs), max_length=max_length, truncation=truncation),
         training=TrainingConfig(), generation=GenerationConfig(), seed=seed,
     )
     return RunContext(config=config, output_dir=Path("."), engine=engine, data_task=formatter.task,
-                      tokenizer=tokenizer)
+                      model_task=formatter.task, tokenizer=tokenizer)
 
 
 def read_split(run: RunContext, specs: list[str], split: str) -> tuple[list, list[str], list]:

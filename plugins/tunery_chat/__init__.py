@@ -32,7 +32,7 @@ class Chat(Formatter):
     Options = ChatOptions
 
     def format(self, row, tokenizer, options, run):
-        from tunery.chat import read_messages, render, trained_messages
+        from tunery import read_messages, render, trained_messages
 
         messages = read_messages(row, options.column, roles=options.roles, role_key=options.role_key,
                                  content_key=options.content_key, weight_key=options.weight_key,

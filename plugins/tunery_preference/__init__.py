@@ -22,10 +22,18 @@ import dataclasses
 import re
 from typing import Literal
 
-from tunery import Formatter, RowError, hookimpl
-from tunery.chat import ROLES, content_text
-from tunery.collate import IGNORE_INDEX
-from tunery.text import chat_prompt_response, has_chat_template, prompt_response, text_column
+from tunery import (
+    IGNORE_INDEX,
+    ROLES,
+    Formatter,
+    RowError,
+    chat_prompt_response,
+    content_text,
+    has_chat_template,
+    hookimpl,
+    prompt_response,
+    text_column,
+)
 
 
 @dataclasses.dataclass
