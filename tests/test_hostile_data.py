@@ -171,7 +171,7 @@ def test_data_paths_in_a_config_file_resolve_beside_it_or_fail_naming_the_paths(
     assert str(tmp_path / "configs" / "train.jsonl") in message and str(tmp_path / "train.jsonl") in message
     assert "relative to the config file's folder" in message
     config.write_text(yaml.safe_dump({**base, "data": {"train": "../train.jsonl"}}))
-    assert engine.config(config).data.train == [str(tmp_path / "configs" / ".." / "train.jsonl")]
+    assert engine.config(config).data.train == [str(tmp_path / "train.jsonl")]  # recorded absolute
     config.write_text(yaml.safe_dump({**base, "data": {"train": ["nowhere.jsonl"]}}))
     resolved = engine.config(config).data.train  # missing everywhere: reading it names the absolute path
     from tunery.data import expand_paths

@@ -37,6 +37,9 @@ class DataConfig:
     def validate(self, where: str) -> None:
         if not self.train:
             raise ConfigError(f"missing required config key '{where}.train' (a data file, folder or glob)")
+        from .data import absolute  # recorded absolute: a run's config.yaml reads the same files from anywhere
+
+        self.train, self.eval = [absolute(p) for p in self.train], [absolute(p) for p in self.eval]
         if self.val_split is not None and not 0.0 <= self.val_split < 1.0:
             raise ConfigError(f"config key '{where}.val_split' must be in [0, 1), got {self.val_split}")
         at_least(self, where, max_length=8)
@@ -232,14 +235,14 @@ def _relative(value: str, base: Path, key: str, config: Path) -> str:
     found = glob.glob(candidate, recursive=True) if pattern else os.path.lexists(candidate)
     if found:
         return candidate
-    if not pattern and HUB_NAME.fullmatch(value) and Path(value).suffix.lower() not in SUFFIXES:
-        return value  # a `datasets` hub name
     if glob.glob(value, recursive=True) if pattern else os.path.lexists(value):
         raise ConfigError(
             f"config key '{key}' in {config}: '{value}' is not beside the config file (tried "
             f"{os.path.abspath(candidate)}) but exists at {os.path.abspath(value)}; data paths in a config file "
             "are relative to the config file's folder: write the path from there, or an absolute one"
         )
+    if not pattern and HUB_NAME.fullmatch(value) and Path(value).suffix.lower() not in SUFFIXES:
+        return value  # a `datasets` hub name
     return candidate  # missing everywhere: reading it names the absolute path tried
 
 

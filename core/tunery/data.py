@@ -63,6 +63,16 @@ class Row:
     source: Source
 
 
+def is_hub_name(spec: str) -> bool:
+    """Whether ``spec`` names a `datasets` hub data set (``org/name[:split]``, no such local path)."""
+    return bool(HUB_NAME.fullmatch(spec)) and not os.path.lexists(spec) and Path(spec).suffix.lower() not in SUFFIXES
+
+
+def absolute(spec: str) -> str:
+    """``spec`` as an absolute path (a hub name as it is)."""
+    return spec if is_hub_name(spec) else os.path.abspath(spec)
+
+
 def expand_paths(specs: list[str]) -> list[str]:
     """Files named by ``specs`` (files, folders, globs), in a stable order, each file once (a
     symlink loop does not repeat it); a DataError for a missing file or a broken symlink."""
