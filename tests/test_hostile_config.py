@@ -45,6 +45,7 @@ def one_error_line(result) -> str:
     ({"training__learning_rate": float("inf")}, 2, "config key 'training.learning_rate' must be a finite number, got inf"),
     ({"training__warmup_ratio": float("nan")}, 2, "config key 'training.warmup_ratio' must be a finite number"),
     ({"method": {"name": "lora", "dropout": float("nan")}}, 2, "config key 'method.dropout' must be a finite number"),
+    ({"data__val_split": "nan"}, 2, "config key 'data.val_split' must be a finite number, got 'nan'"),
     ({"training__epochs": -1}, 2, "config key 'training.epochs' must be positive, got -1.0"),
     ({"training__epochs": 0}, 2, "config key 'training.epochs' must be positive"),
     ({"seed": -1}, 2, "config key 'seed' must be in 0..4294967295 (2**32-1), got -1"),
