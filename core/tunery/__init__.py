@@ -24,11 +24,12 @@ _LAZY = {
     # options of members
     "at_least": "options", "closest": "options", "coerce": "options",
     # data and text
-    "Row": "data", "Source": "data", "Problem": "data", "load_rows": "data", "problems_message": "data", "format_rows": "data",
+    "Row": "data", "Source": "data", "Problem": "data", "load_rows": "data", "problems_message": "data", "format_rows": "data", "note": "data",
     "IGNORE_INDEX": "collate", "Collator": "collate",
     "text_column": "text", "prompt_response": "text", "chat_prompt_response": "text", "has_chat_template": "text",
-    "encode": "text", "bos_ids": "text", "eos_ids": "text",
+    "encode": "text", "bos_ids": "text", "eos_ids": "text", "missing": "text",
     "ROLES": "chat", "read_messages": "chat", "render": "chat", "trained_messages": "chat", "content_text": "chat",
+    "read_tools": "chat",
     # methods and quantizers built on peft / bitsandbytes
     "PeftMethod": "peft_support", "PromptLearningMethod": "peft_support", "target_modules": "peft_support",
     "trainable_summary": "peft_support", "BnbQuantizer": "bnb_support", "bf16_default": "training",

@@ -341,7 +341,7 @@ format:                 # required: the data formatter
 
 data:
   train: data/train.json    # required: file, folder or glob (json, jsonl, csv, parquet, txt)
-  val_split: 0.1            # or  eval: data/eval.json
+  val_split: 0.1            # or  eval: data/eval.json; unset: 10% (1..200) held out for the evaluators
   max_length: 512
   on_bad_row: error         # or skip (bad rows are counted and written to bad_rows.json)
 

@@ -25,7 +25,7 @@ class DataConfig:
 
     train: list[str] = dataclasses.field(default_factory=list)
     eval: list[str] = dataclasses.field(default_factory=list)
-    val_split: float = 0.0
+    val_split: float | None = None  # None: 10% (1..200) held out when evaluators run without data.eval
     max_length: int = 512
     packing: bool | None = None  # None: on for causal-LM data when the method supports it
     on_bad_row: Literal["error", "skip"] = "error"
@@ -37,7 +37,10 @@ class DataConfig:
     def validate(self, where: str) -> None:
         if not self.train:
             raise ConfigError(f"missing required config key '{where}.train' (a data file, folder or glob)")
-        if not 0.0 <= self.val_split < 1.0:
+        from .data import absolute  # recorded absolute: a run's config.yaml reads the same files from anywhere
+
+        self.train, self.eval = [absolute(p) for p in self.train], [absolute(p) for p in self.eval]
+        if self.val_split is not None and not 0.0 <= self.val_split < 1.0:
             raise ConfigError(f"config key '{where}.val_split' must be in [0, 1), got {self.val_split}")
         at_least(self, where, max_length=8)
 
@@ -76,6 +79,18 @@ class TrainingConfig:
             raise ConfigError(f"config key '{where}.warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
         if self.learning_rate <= 0:
             raise ConfigError(f"config key '{where}.learning_rate' must be positive, got {self.learning_rate}")
+        if self.epochs <= 0:
+            raise ConfigError(f"config key '{where}.epochs' must be positive, got {self.epochs} "
+                              f"(set {where}.max_steps to train a number of steps instead)")
+        if self.max_grad_norm < 0:
+            raise ConfigError(f"config key '{where}.max_grad_norm' must be 0 or more, got {self.max_grad_norm} "
+                              "(0 turns gradient clipping off)")
+        fp16 = coerce(self.extra.get("fp16", False), bool, f"{where}.extra.fp16")
+        if fp16 and self.bf16:
+            raise ConfigError(f"config keys '{where}.bf16' and '{where}.extra.fp16' are both true; "
+                              "choose one precision")
+        if fp16 and self.bf16 is None:  # an explicit fp16 turns the automatic bf16 off
+            self.bf16 = False
         at_least(self, where, eval_steps=1)
 
 
@@ -167,6 +182,7 @@ class RunConfig:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
 
 
+MAX_SEED = 2**32 - 1  # numpy's seed range, which transformers.set_seed uses
 SECTIONS = {"method": "methods", "objective": "objectives", "format": "formatters", "quantizer": "quantizers"}
 LISTS = {"extensions": "extensions", "evaluators": "evaluators"}
 SIMPLE = {
@@ -197,21 +213,40 @@ def load_raw(source: Mapping[str, Any] | str | os.PathLike) -> dict:
         raise ConfigError(f"config file '{path}' must hold a mapping of keys, not {type(raw).__name__}")
     base = path.parent
     data = raw.get("data")
-    if isinstance(data, dict):  # data paths in a file are relative to the file
+    if isinstance(data, dict):  # data paths in a file are relative to the file's folder
         for key in ("train", "eval"):
             if isinstance(data.get(key), str):
-                data[key] = _relative(data[key], base)
+                data[key] = _relative(data[key], base, f"data.{key}", path)
             elif isinstance(data.get(key), list):
-                data[key] = [_relative(p, base) if isinstance(p, str) else p for p in data[key]]
+                data[key] = [_relative(p, base, f"data.{key}[{i}]", path) if isinstance(p, str) else p
+                             for i, p in enumerate(data[key])]
     return raw
 
 
-def _relative(value: str, base: Path) -> str:
-    """A data path written in a config file is relative to that file when it exists there."""
-    candidate = base / value
-    if not os.path.isabs(value) and (candidate.exists() or (any(ch in value for ch in "*?[") and not Path(value).parent.exists())):
-        return str(candidate)
-    return value
+def _relative(value: str, base: Path, key: str, config: Path) -> str:
+    """A data path written in a config file, resolved against the config file's folder (a hub
+    name ``org/name`` stays one unless such a path exists there). A path that exists only
+    relative to the working directory is refused, naming both places."""
+    import glob
+
+    from .data import HUB_NAME, SUFFIXES
+
+    if os.path.isabs(value):
+        return value
+    candidate = str(base / value)
+    pattern = any(ch in value for ch in "*?[")
+    found = glob.glob(candidate, recursive=True) if pattern else os.path.lexists(candidate)
+    if found:
+        return candidate
+    if glob.glob(value, recursive=True) if pattern else os.path.lexists(value):
+        raise ConfigError(
+            f"config key '{key}' in {config}: '{value}' is not beside the config file (tried "
+            f"{os.path.abspath(candidate)}) but exists at {os.path.abspath(value)}; data paths in a config file "
+            "are relative to the config file's folder: write the path from there, or an absolute one"
+        )
+    if not pattern and HUB_NAME.fullmatch(value) and Path(value).suffix.lower() not in SUFFIXES:
+        return value  # a `datasets` hub name
+    return candidate  # missing everywhere: reading it names the absolute path tried
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -269,6 +304,8 @@ def parse_config(raw: Mapping[str, Any], registries: Mapping[str, Any]) -> RunCo
     for key, tp in SIMPLE.items():
         if key in raw:
             values[key] = coerce(raw[key], tp, key)
+    if not 0 <= values.get("seed", 0) <= MAX_SEED:
+        raise ConfigError(f"config key 'seed' must be in 0..{MAX_SEED} (2**32-1), got {values['seed']}")
     for key, cls in NESTED.items():
         section = raw.get(key) or {}
         if not isinstance(section, Mapping):

@@ -232,10 +232,10 @@ def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (),
             raise ConfigError(f"'{target}' is not a run folder: pass --format to say how to read --data")
         if data or config.data.eval:
             examples = read_examples(run, data or config.data.eval)
-        elif is_run_dir(target) and config.data.val_split:  # the run's held-out split, drawn again
+        elif is_run_dir(target) and config.data.val_split != 0:  # the run's held-out split, drawn again
             examples = build_data(run, write_problems=False)[1]
             run.label_names = loaded.label_names
-        else:
+        if not examples:
             raise ConfigError(f"no evaluation data for '{target}': pass --data")
     return run_evaluators(run, loaded.model, examples)
 

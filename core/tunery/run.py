@@ -174,21 +174,47 @@ def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict]
         log.warning("skipped %d bad row(s); see %s", len(problems) + len(eval_problems), run.output_dir / "bad_rows.json")
     if not train:
         raise DataError(f"no usable training example in {', '.join(train_files)}")
-    if cfg.val_split and not evaluation:
+    n_eval = 0 if evaluation else held_out_count(run, len(train))
+    if n_eval:
         order = list(range(len(train)))
         random.Random(run.config.seed).shuffle(order)
-        n_eval = max(1, int(round(len(train) * cfg.val_split)))
-        if n_eval >= len(train):
-            raise DataError(f"data.val_split={cfg.val_split} leaves no training example out of {len(train)}")
         held = set(order[:n_eval])
         evaluation = [train[i] for i in sorted(held)]
         train = [ex for i, ex in enumerate(train) if i not in held]
     summary = {
         "train": dataclasses.replace(prepared.train, examples=train).summary(),
-        "eval": dataclasses.replace(prepared.eval, examples=evaluation).summary(),
+        "eval": {**dataclasses.replace(prepared.eval, examples=evaluation).summary(), "held_out_from_train": n_eval,
+                 "held_out_auto": bool(n_eval) and cfg.val_split is None},
         "labels": run.label_names, "cached": prepared.cached,
     }
     return train, evaluation, summary
+
+
+AUTO_VAL_SPLIT, AUTO_EVAL_MAX = 0.1, 200
+
+
+def held_out_count(run: RunContext, n_train: int) -> int:
+    """How many training examples become evaluation data: ``data.val_split`` of them, or, when it
+    is unset and evaluators are named without ``data.eval``, 10% (1 to 200) unless that leaves
+    fewer than 2 to train on. Evaluators that will not run are warned about."""
+    cfg, names = run.config.data, ", ".join(c.name for c in run.config.evaluators)
+    if cfg.val_split:
+        n_eval = max(1, int(round(n_train * cfg.val_split)))
+        if n_eval >= n_train:
+            raise DataError(f"data.val_split={cfg.val_split} leaves no training example out of {n_train}")
+        return n_eval
+    if not names or cfg.eval:
+        return 0
+    if cfg.val_split == 0:
+        log.warning("data.val_split=0 and no data.eval: the evaluators (%s) will not run", names)
+        return 0
+    n_eval = min(AUTO_EVAL_MAX, max(1, int(round(n_train * AUTO_VAL_SPLIT))))
+    if n_train - n_eval < 2:
+        log.warning("only %d training example(s) and no data.eval: nothing is held out, the evaluators (%s) "
+                    "will not run", n_train, names)
+        return 0
+    log.info("holding out %d of %d examples for evaluation; data.val_split=0 turns this off", n_eval, n_train)
+    return n_eval
 
 
 def planned_steps(config: RunConfig, n_examples: int) -> int:
