@@ -44,6 +44,8 @@ _LAZY = {
     "generate": "generation", "complete": "generation", "is_run_dir": "runs",
     # command-line plugins
     "command_engine": "cli", "setup_logging": "cli",
+    # continual learning
+    "source_examples": "stages", "sources_of": "stages",
 }
 
 __all__ = [

@@ -223,6 +223,12 @@ def train(ctx, config, data, overrides, overwrite, resume, force_resume, verbose
     click.echo(f"run: method {run_config.method.name}, objective {run_config.objective.name}{extensions} on "
                f"{run_config.model} with {run_config.format.name} data -> {run_config.output_dir}", err=True)
     result = engine.train(run_config)
+    if run_config.stages:
+        from .stages import render
+
+        click.echo(render(result.metrics))
+        click.echo(f"run folder: {result.output_dir}  (one folder per stage)")
+        return
     _print_samples(result.samples)
     train_metrics = result.metrics["train"]
     click.echo(f"trained {train_metrics['steps']} steps in {train_metrics['seconds']} s, final loss "

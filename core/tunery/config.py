@@ -162,6 +162,7 @@ class RunConfig:
     resume: str | None = None  # "auto" (newest complete checkpoint of the run folder) or a checkpoint folder
     resume_force: bool = False  # resume even though the config, data or plugins changed
     early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
+    stages: list = dataclasses.field(default_factory=list)  # continual learning: each stage's RunConfig
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {}
@@ -169,6 +170,9 @@ class RunConfig:
             value = getattr(self, f.name)
             if isinstance(value, Choice):
                 out[f.name] = value.to_dict()
+            elif f.name == "stages":
+                if value:  # a staged run's config.yaml lists each stage's resolved config
+                    out[f.name] = [{"name": Path(c.output_dir).name, **c.to_dict()} for c in value]
             elif f.name in LISTS:
                 out[f.name] = [c.to_dict() for c in value]
             elif dataclasses.is_dataclass(value):
@@ -191,7 +195,7 @@ SIMPLE = {
 }
 NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig,
           "early_stopping": EarlyStoppingConfig}
-TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | set(LISTS)
+TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | set(LISTS) | {"stages"}
 
 
 def load_raw(source: Mapping[str, Any] | str | os.PathLike) -> dict:
@@ -212,8 +216,10 @@ def load_raw(source: Mapping[str, Any] | str | os.PathLike) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys, not {type(raw).__name__}")
     base = path.parent
-    data = raw.get("data")
-    if isinstance(data, dict):  # data paths in a file are relative to the file's folder
+    stages = raw.get("stages") if isinstance(raw.get("stages"), list) else []
+    for data in [raw.get("data")] + [s.get("data") for s in stages if isinstance(s, dict)]:
+        if not isinstance(data, dict):  # data paths in a file are relative to the file's folder
+            continue
         for key in ("train", "eval"):
             if isinstance(data.get(key), str):
                 data[key] = _relative(data[key], base, f"data.{key}", path)
@@ -297,6 +303,11 @@ def parse_config(raw: Mapping[str, Any], registries: Mapping[str, Any]) -> RunCo
     for key in raw:
         if key not in TOP_KEYS:
             raise unknown_key_error(key, TOP_KEYS, "")
+    if "stages" in raw:  # continual learning: the first stage's settings, with every stage's config
+        from .stages import parse_stages
+
+        stages = parse_stages({k: v for k, v in raw.items() if k != "stages"}, raw["stages"], registries)
+        return dataclasses.replace(stages[0], output_dir=raw["output_dir"], stages=stages)
     for key in ("model", "output_dir", "method", "format"):
         if raw.get(key) in (None, ""):
             raise ConfigError(f"missing required config key '{key}'")

@@ -34,6 +34,7 @@ class RunContext:
     model_source: ResolvedModel | None = None
     total_steps: int | None = None  # planned optimizer steps
     device: Any = None
+    model: Any = None  # the run's model once loaded: the base model, then the one being trained
     state: dict = dataclasses.field(default_factory=dict)  # free space for plugins, keyed by member name
 
     @classmethod

@@ -61,6 +61,9 @@ class Problem:
 class Row:
     values: Any
     source: Source
+    #: Copied into each example of the row (keys start with ``_``: the collator leaves them out).
+    #: ``_augmented``: made by an extension from another row; kept out of evaluation data.
+    tags: dict = dataclasses.field(default_factory=dict)
 
 
 def is_hub_name(spec: str) -> bool:
@@ -326,6 +329,9 @@ class Examples:
                "dropped_too_long": self.dropped}
         if self.notes:
             out["notes"] = dict(self.notes)
+        augmented = sum(1 for ex in self.examples if ex.get("_augmented"))
+        if augmented:
+            out["augmented"] = augmented
         return out
 
 
@@ -383,7 +389,7 @@ def _format_rows(rows, formatter, options, tokenizer, run, problems):
                 example, cut = fit_length(example, data.max_length, data.truncation)
                 truncated += cut
                 check_trainable(example, formatter.task)
-                fitted.append(example)
+                fitted.append({**example, **row.tags} if row.tags else example)
         except RowError as exc:
             if exc.reason == "too long" and data.truncation == "drop":
                 dropped += 1

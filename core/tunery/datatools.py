@@ -70,6 +70,8 @@ def read_split(run: RunContext, specs: list[str], split: str) -> tuple[list, lis
     limit = run.config.data.limit if split == "train" else None
     rows, files, problems = datapipe.load_rows(specs, limit) if specs else ([], [], [])
     rows = run.formatter.prepare_rows(rows, run.config.format.options, run, split)
+    for extension, options in run.extensions:
+        rows = extension.transform_rows(rows, options, run, split)
     return rows, files, problems
 
 
@@ -129,11 +131,19 @@ def _code_fingerprint(engine: Engine) -> str:
     """sha256 of the formatting code: every formatter's module and tunery's data helpers."""
     from . import chat, text
 
-    modules = {sys.modules[type(f).__module__] for f in engine.formatters} | {datapipe, chat, text}
+    modules = ({sys.modules[type(m).__module__] for m in engine.formatters}
+               | {sys.modules[type(m).__module__] for m in engine.extensions if _on_rows(m)} | {datapipe, chat, text})
     h = hashlib.sha256(CACHE_VERSION.encode())
     for path in sorted(filter(None, (inspect.getsourcefile(m) for m in modules))):
         h.update(Path(path).read_bytes())
     return h.hexdigest()
+
+
+def _on_rows(extension: Any) -> bool:
+    """Whether an extension changes rows before formatting (so it is part of the cache key)."""
+    from .members import Extension
+
+    return type(extension).transform_rows is not Extension.transform_rows
 
 
 def fingerprint(run: RunContext) -> str:
@@ -144,6 +154,7 @@ def fingerprint(run: RunContext) -> str:
                   for split, specs in (("train", cfg.train), ("eval", cfg.eval))},
         "tokenizer": tokenizer_fingerprint(run.tokenizer),
         "format": run.config.format.to_dict(),
+        "extensions": [c.to_dict() for c, (ext, _) in zip(run.config.extensions, run.extensions) if _on_rows(ext)],
         "data": [cfg.max_length, cfg.truncation, cfg.limit, run.config.seed],
         "code": _code_fingerprint(run.engine),
     }

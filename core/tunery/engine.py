@@ -92,6 +92,10 @@ class Engine:
 
         if not isinstance(config, RunConfig):
             config = self.config(config, overrides)
+        if config.stages:  # continual learning: the stages one after another
+            from .stages import run_stages
+
+            return run_stages(self, config)
         return execute(self, config)
 
     run = train
@@ -106,9 +110,10 @@ class Engine:
 
         if not isinstance(config, RunConfig):
             config = self.config(config, overrides)
-        run = new_context(self, config)
-        check_compatibility(run)
-        training_arguments(run)
+        for stage in config.stages or [config]:
+            run = new_context(self, stage)
+            check_compatibility(run)
+            training_arguments(run)
         return config
 
     def resolve_model(self, reference: str):

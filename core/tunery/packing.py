@@ -66,10 +66,12 @@ def can_pack(examples: list[dict]) -> bool:
 
 
 def packing_enabled(run) -> bool:
-    """``data.packing``, or when unset: on for causal-LM data if the method and objective support it."""
+    """``data.packing``, or when unset: on for causal-LM data if the method and objective support it
+    and no extension sets the order of the examples (packing reorders them)."""
     packing = run.config.data.packing
     if packing is None:
-        return run.data_task == "causal_lm" and run.method.supports_packing and run.objective.supports_packing
+        return (run.data_task == "causal_lm" and run.method.supports_packing and run.objective.supports_packing
+                and not any(ext.keeps_order for ext, _ in run.extensions))
     return packing
 
 

@@ -175,8 +175,8 @@ def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict]
     if not train:
         raise DataError(f"no usable training example in {', '.join(train_files)}")
     n_eval = 0 if evaluation else held_out_count(run, len(train))
-    if n_eval:
-        order = list(range(len(train)))
+    if n_eval:  # never an augmented example: evaluation data stays real
+        order = [i for i, ex in enumerate(train) if not ex.get("_augmented")]
         random.Random(run.config.seed).shuffle(order)
         held = set(order[:n_eval])
         evaluation = [train[i] for i in sorted(held)]
@@ -301,12 +301,12 @@ def _train(run: RunContext, args: Any) -> RunResult:
     from .checkpoints import resume_point
 
     checkpoint = resume_point(config.resume, run.output_dir / "checkpoints", state, config.resume_force)
-    model = load_base_model(run)
+    model = run.model = load_base_model(run)
     train = transform_examples(run, model, train, "train")
     evaluation = transform_examples(run, model, evaluation, "eval")
     rows = pack_rows(run, train, data_summary)
     run.total_steps = planned_steps(config, len(rows))
-    model = prepare_model(run, model)
+    model = run.model = prepare_model(run, model)
     parameters = trainable_summary(model)
     log.info("trainable parameters: %d of %d (%.4g%%)", parameters["trainable"], parameters["total"], parameters["percent"])
 

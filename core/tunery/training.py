@@ -90,6 +90,9 @@ def training_arguments(run: RunContext) -> Any:
     if ordered and config.data.group_by_length:
         raise IncompatibleError(f"extension '{ordered[0]}' sets the order of the training examples, which "
                                 "data.group_by_length would change; set data.group_by_length=false")
+    if ordered and config.data.packing:
+        raise IncompatibleError(f"extension '{ordered[0]}' sets the order of the training examples, which "
+                                "data.packing would change; set data.packing=false")
     args = dict(
         output_dir=str(run.output_dir / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
