@@ -148,12 +148,14 @@ def test_l1_penalty_shrinks_the_trainable_weights(tiny_lm, alpaca_file, tmp_path
     assert "penalty/l1" in log
 
 
-def test_label_smoothing_raises_the_entropy_of_predictions(tiny_lm, alpaca_file, tmp_path):
+def test_label_smoothing_raises_the_entropy_of_predictions(tiny_lm, tmp_path):
     import torch
 
     engine = Engine()
-    plain = engine.train(base_config(tiny_lm, alpaca_file, tmp_path / "plain"))
-    smooth = engine.train(base_config(tiny_lm, alpaca_file, tmp_path / "ls",
+    data = write_jsonl(tmp_path / "texts.jsonl", [{"text": t} for t in texts()])
+    fast = {"max_steps": 20, "learning_rate": 2e-2}
+    plain = engine.train(base_config(tiny_lm, data, tmp_path / "plain", format="completion", training=fast))
+    smooth = engine.train(base_config(tiny_lm, data, tmp_path / "ls", format="completion", training=fast,
                                       extensions=[{"name": "label_smoothing", "epsilon": 0.3}]))
     tokenizer = engine.load(tiny_lm).tokenizer
     enc = tokenizer(texts(), return_tensors="pt", padding=True)
@@ -163,7 +165,8 @@ def test_label_smoothing_raises_the_entropy_of_predictions(tiny_lm, alpaca_file,
             p = model.eval()(**enc).logits.softmax(-1)
         return float(-(p * p.clamp_min(1e-12).log()).sum(-1)[enc["attention_mask"].bool()].mean())
 
-    assert entropy(smooth.model) > entropy(plain.model) + 0.1
+    assert entropy(plain.model) < 5.0  # it learned the texts: confident predictions
+    assert entropy(smooth.model) > entropy(plain.model) + 0.5
 
 
 def test_label_smoothing_term_matches_the_smoothed_cross_entropy():
@@ -371,7 +374,7 @@ def continual_files(tmp_path):
                 for i in range(start, start + n)]
 
     files = {}
-    for task, answer in (("t1", "It is {}."), ("t2", "The sum is {}!")):
+    for task, answer in (("t1", "It is {}."), ("t2", "No idea, sorry.")):
         files[task] = (write_jsonl(tmp_path / f"{task}.jsonl", rows(answer, 0, 24)),
                        write_jsonl(tmp_path / f"{task}_eval.jsonl", rows(answer, 30, 6)))
     return files
@@ -379,7 +382,7 @@ def continual_files(tmp_path):
 
 def staged(tiny_lm, files, out, extensions):
     return {"model": tiny_lm, "output_dir": str(out), "method": "full", "format": "alpaca",
-            "evaluators": ["loss"], "training": {"max_steps": 12, "learning_rate": 3e-3, "batch_size": 4, "bf16": False},
+            "evaluators": ["loss"], "training": {"max_steps": 12, "learning_rate": 1e-2, "batch_size": 4, "bf16": False},
             "extensions": extensions,
             "stages": [{"name": name, "data": {"train": [str(train)], "eval": [str(ev)]}}
                        for name, (train, ev) in files.items()]}

@@ -174,9 +174,10 @@ def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict]
         log.warning("skipped %d bad row(s); see %s", len(problems) + len(eval_problems), run.output_dir / "bad_rows.json")
     if not train:
         raise DataError(f"no usable training example in {', '.join(train_files)}")
-    n_eval = 0 if evaluation else held_out_count(run, len(train))
-    if n_eval:  # never an augmented example: evaluation data stays real
-        order = [i for i, ex in enumerate(train) if not ex.get("_augmented")]
+    real = [i for i, ex in enumerate(train) if not ex.get("_augmented")]  # augmented ones are never held out
+    n_eval = 0 if evaluation else held_out_count(run, len(real))
+    if n_eval:
+        order = list(real)
         random.Random(run.config.seed).shuffle(order)
         held = set(order[:n_eval])
         evaluation = [train[i] for i in sorted(held)]
