@@ -428,3 +428,12 @@ def test_stages_are_validated_naming_the_stage(tiny_lm, alpaca_file, tmp_path):
     parsed = Engine().config({**config, "stages": [good, {**good, "name": "b", "training": {"max_steps": 3}}]})
     assert [s.training.max_steps for s in parsed.stages] == [-1, 3]
     assert parsed.stages[1].output_dir == str(tmp_path / "s" / "b")
+
+
+def test_augment_paraphrases_with_the_base_model(tiny_lm, tmp_path):
+    rows = [{"instruction": f"Tell me about the number {i}", "input": "", "output": f"{i} is a number."} for i in range(4)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    result = Engine().train(base_config(tiny_lm, data, tmp_path / "para", training={"max_steps": 1},
+                                        extensions=[{"name": "augment", "ops": ["paraphrase"], "max_new_tokens": 8}]))
+    summary = result.metrics["data"]["train"]
+    assert 0 < summary.get("augmented", 0) <= 4 and summary["examples"] == 4 + summary["augmented"]
