@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from .collate import IGNORE_INDEX
 from .errors import ConfigError, DataError
 from .members import EvalResult
+from .membercalls import guarded
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import RunConfig
@@ -30,7 +31,7 @@ def run_evaluators(run: RunContext, model: Any, examples: list[dict]) -> dict[st
     mode as it was."""
     import torch
 
-    chosen = [(c, run.engine.evaluators.get(c.name)) for c in run.config.evaluators]
+    chosen = [(c, guarded(run.engine, "evaluators", c.name)) for c in run.config.evaluators]
     chosen = [(c, e) for c, e in chosen if examples or not e.uses_run_data]
     if not chosen:
         return {}

@@ -13,7 +13,6 @@ import math
 import os
 import pickle
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -24,6 +23,7 @@ from .distributed import is_main_process, sum_across_processes
 from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
 from .evaluation import best_checkpoint, check_early_stopping
 from .loading import load_model, load_tokenizer
+from .membercalls import guarded
 from .packing import can_pack, pack, packing_enabled
 from .peft_support import trainable_summary
 from .report import write_reports
@@ -34,8 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("tunery")
 
-RUN_FILES = ("adapter", "model", "checkpoints", "metrics.json", "train_log.jsonl", "config.yaml",
-             "manifest.json", "samples.json", "bad_rows.json", "report.md", "loss.png", "evaluations", "tensorboard")
 HEAD_MODULES = ("classifier", "score", "lm_head")  # never quantized: heads are trained or tied
 
 
@@ -56,18 +54,18 @@ class RunContext:
     device: Any = None
     state: dict = dataclasses.field(default_factory=dict)  # free space for plugins, keyed by plugin name
 
-    # The chosen members, looked up once.
+    # The chosen members; a failing call names the member and its plugin.
     @property
     def method(self):
-        return self.engine.methods.get(self.config.method.name)
+        return guarded(self.engine, "methods", self.config.method.name)
 
     @property
     def formatter(self):
-        return self.engine.formatters.get(self.config.format.name)
+        return guarded(self.engine, "formatters", self.config.format.name)
 
     @property
     def quantizer(self):
-        return self.engine.quantizers.get(self.config.quantizer.name)
+        return guarded(self.engine, "quantizers", self.config.quantizer.name)
 
     @property
     def quantized(self) -> bool:
@@ -145,28 +143,6 @@ def check_compatibility(run: RunContext) -> None:
         check_trackers(config.training.report_to)
     quantizer.check(config.quantizer.options, run)
     method.check(config.method.options, run)
-
-
-def prepare_output_dir(config: RunConfig) -> Path:
-    """The run folder; one that holds another run is only reused with ``overwrite``."""
-    out = Path(config.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output_dir '{out}' is a file, not a folder")
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if config.resume and config.overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other: resuming continues the run in "
-                          f"'{out}', overwriting deletes it; drop one of them")
-    if existing and not config.resume:
-        if not config.overwrite:
-            raise ConfigError(
-                f"output_dir '{out}' already holds a run ({', '.join(existing)}); "
-                "pass --overwrite (overwrite: true) to replace it, or choose another folder"
-            )
-        for name in existing:
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 # ----------------------------------------------------------------------------- data
@@ -452,17 +428,24 @@ def new_context(engine: Engine, config: RunConfig) -> RunContext:
 
 def execute(engine: Engine, config: RunConfig) -> RunResult:
     """Run ``config`` to the end and return its result; lifecycle hooks see every phase."""
+    from .rundir import RunFolder
+
     run = new_context(engine, config)
     check_compatibility(run)
+    folder = None
     if is_main_process():  # under torchrun / accelerate launch, the other processes write nothing
-        run.output_dir = prepare_output_dir(config)
+        folder = RunFolder.prepare(config, run.method.output(config.method.options))
         (run.output_dir / "config.yaml").write_text(dump_yaml(config))
-    run.notify("tunery_run_start")
     try:
+        run.notify("tunery_run_start")
         result = _train(run)
     except BaseException as exc:
+        if folder:
+            folder.finish(exc)
         run.notify("tunery_run_failed", error=exc)
         raise
+    if folder:
+        folder.finish()
     run.notify("tunery_run_end", result=result)
     return result
 
