@@ -122,7 +122,7 @@ def test_checkpoint_records_manifest(short_run):
     ckpt = Path(short_run["output_dir"]) / "checkpoints" / "checkpoint-4"
     manifest = json.loads((ckpt / MANIFEST).read_text())
     assert manifest["step"] == 4 and len(manifest["config_sha256"]) == 64
-    assert manifest["plugins_loaded"]["lora"] and "Killer" in manifest["plugins_loaded"]
+    assert manifest["plugins_used"]["lora"] and "Killer" in manifest["plugins_used"]
     assert manifest["data"]["train"][0]["sha256"]
     marker = json.loads((ckpt / COMPLETE).read_text())
     assert marker["files"]["adapter_model.safetensors"] > 0
@@ -195,6 +195,7 @@ def test_incomplete_or_missing_checkpoint_is_never_resumed(short_run, tmp_path, 
 
 
 def test_no_pickle_is_executed_from_a_checkpoint(short_run, tmp_path):
+    import hashlib
     import shutil
 
     run = tmp_path / "copy"
@@ -211,6 +212,7 @@ def test_no_pickle_is_executed_from_a_checkpoint(short_run, tmp_path):
     torch.save({"python": Payload()}, ckpt / "rng_state.pth")  # even a re-marked checkpoint is not trusted
     marker = json.loads((ckpt / COMPLETE).read_text())
     marker["files"]["rng_state.pth"] = (ckpt / "rng_state.pth").stat().st_size
+    marker["sha256"]["rng_state.pth"] = hashlib.sha256((ckpt / "rng_state.pth").read_bytes()).hexdigest()
     (ckpt / COMPLETE).write_text(json.dumps(marker))
     (run / "checkpoints" / "checkpoint-4" / COMPLETE).unlink()
     with pytest.raises(TrainingError, match="refused to load it"):

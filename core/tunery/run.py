@@ -356,6 +356,9 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
             self.start = time.perf_counter()
             self.log_path = run.output_dir / "train_log.jsonl"
 
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs:
                 return
@@ -363,9 +366,10 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
             if not state.is_world_process_zero:
                 return
             elapsed = time.perf_counter() - self.start
+            before = trainer.tunery_before  # what the part of the run before a resume counted
             record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
-                      "tokens": tokens, "tokens_per_s": round(tokens / max(elapsed, 1e-9), 2),
-                      "elapsed_s": round(elapsed, 3)}
+                      "tokens": before.get("tokens", 0) + tokens, "tokens_per_s": round(tokens / max(elapsed, 1e-9), 2),
+                      "elapsed_s": round(before.get("seconds", 0.0) + elapsed, 3)}
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             run.notify("tunery_log", record=record)
@@ -375,7 +379,8 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
                 path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 run.notify("tunery_checkpoint_saved", path=str(path), step=state.global_step)
 
-    callbacks = [*method.callbacks(options, run), Reporter(), Progress(lambda: collator.real_tokens), guard, stopper]
+    reporter = Reporter()
+    callbacks = [*method.callbacks(options, run), reporter, Progress(lambda: collator.real_tokens), guard, stopper]
     if config.early_stopping.metric:
         from transformers import EarlyStoppingCallback
 
@@ -396,6 +401,19 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     trainer.remove_callback(PrinterCallback)  # records go to train_log.jsonl, logging and the hooks
     trainer.tunery_collator = collator
     trainer.tunery_guard, trainer.tunery_stopper = guard, stopper
+    trainer.tunery_before = {}
+
+    def progress() -> dict:
+        """The run's counters so far, both parts of a resumed run together (saved in each checkpoint)."""
+        before = trainer.tunery_before
+        tokens, padded = (int(n) for n in sum_across_processes([collator.real_tokens, collator.padded_tokens]))
+        losses = getattr(trainer, "_total_loss_scalar", 0.0) + float(getattr(trainer, "_tr_loss", 0.0))
+        return {"tokens": before.get("tokens", 0) + tokens, "padded_tokens": before.get("padded_tokens", 0) + padded,
+                "seconds": before.get("seconds", 0.0) + time.perf_counter() - reporter.start,
+                "loss_sum": before.get("loss_sum", 0.0) + losses, "skipped_steps": guard.skipped,
+                "during": trainer.tunery_during}
+
+    trainer.tunery_progress = progress
     return trainer
 
 
@@ -453,7 +471,8 @@ def execute(engine: Engine, config: RunConfig) -> RunResult:
 def _train(run: RunContext) -> RunResult:
     from transformers import set_seed
 
-    from .checkpoints import resume_point
+    from .checkpoints import resume_point, saved_progress, step_of
+    from .rundir import keep_log_until
     from .guard import last_checkpoint_note
 
     config, engine = run.config, run.engine
@@ -474,7 +493,8 @@ def _train(run: RunContext) -> RunResult:
             log.info("not packing: formatter '%s' gives examples with extra keys", run.formatter.name)
     run.total_steps = planned_steps(config, len(rows))
     run.model_task, run.num_labels = method.model_task(run.data_task)
-    state = {**manifest(run), "config": config.to_dict(), "plugins_loaded": _plugins_loaded(run)}
+    recorded = manifest(run)
+    state = {**recorded, "config": config.to_dict(), "plugins_used": _plugins_used(run, recorded["plugins"])}
     checkpoint = resume_point(config.resume, run.output_dir / "checkpoints", state, config.resume_force)
     keep = list(HEAD_MODULES) + method.fully_trained_modules(config.method.options, run)
     set_seed(config.seed)
@@ -492,6 +512,12 @@ def _train(run: RunContext) -> RunResult:
     run.device = trainer.args.device
     model = trainer.model
     trainer.tunery_manifest = state
+    if checkpoint:  # the counters of the part before the checkpoint
+        trainer.tunery_before = saved_progress(checkpoint)
+        trainer.tunery_guard.skipped = list(trainer.tunery_before.get("skipped_steps", []))
+        trainer.tunery_during = list(trainer.tunery_before.get("during", []))
+    if config.resume and is_main_process():
+        keep_log_until(run.output_dir / "train_log.jsonl", step_of(checkpoint) if checkpoint else 0)
 
     before = evaluate(run, model, evaluation, "before")
     samples = {"before": sample_generations(run, model)}
@@ -520,17 +546,24 @@ def _train(run: RunContext) -> RunResult:
     after = evaluate(run, model, evaluation, "after")
     samples["after"] = sample_generations(run, model)
 
-    collator = trainer.tunery_collator
-    tokens, padded = (int(n) for n in sum_across_processes([collator.real_tokens, collator.padded_tokens]))
+    totals, earlier = trainer.tunery_progress(), trainer.tunery_before  # a resumed run counts both parts
+    seconds = earlier.get("seconds", 0.0) + output.metrics.get("train_runtime", 0.0)
+    resumed_at = step_of(checkpoint) if checkpoint else 0
+    mean_loss = output.training_loss
+    if resumed_at and output.global_step:
+        mean_loss = (earlier.get("loss_sum", 0.0) + output.training_loss * (output.global_step - resumed_at)) \
+            / output.global_step
     train_metrics = {
-        "loss": _last_loss(trainer), "mean_loss": output.training_loss, "steps": output.global_step,
+        "loss": _last_loss(trainer), "mean_loss": mean_loss, "steps": output.global_step,
         "batch_size": trainer.args.per_device_train_batch_size, "grad_accum": trainer.args.gradient_accumulation_steps,
         "skipped_steps": trainer.tunery_guard.skipped,
-        "examples": len(train), "seconds": round(output.metrics.get("train_runtime", 0.0), 3),
-        "tokens": tokens, "padded_tokens": padded,
-        "tokens_per_s": round(tokens / max(output.metrics.get("train_runtime", 1e-9), 1e-9), 2),
+        "examples": len(train), "seconds": round(seconds, 3),
+        "tokens": totals["tokens"], "padded_tokens": totals["padded_tokens"],
+        "tokens_per_s": round(totals["tokens"] / max(seconds, 1e-9), 2),
         "processes": trainer.args.world_size,
     }
+    if resumed_at:
+        train_metrics["resumed_at_step"] = resumed_at
     metrics = {"train": train_metrics, "parameters": parameters, "before": before, "after": after, "data": data_summary,
                "wall_seconds": round(time.perf_counter() - started, 3)}
     if trainer.tunery_during:
@@ -552,9 +585,19 @@ def _train(run: RunContext) -> RunResult:
     return RunResult(run.output_dir, model_dir, metrics, samples, model)
 
 
-def _plugins_loaded(run: RunContext) -> dict[str, str]:
-    """Name -> version of every loaded plugin (recorded in checkpoints; resuming compares them)."""
-    return {info.name: info.version for info in run.engine.plugins if info.ok}
+#: Hooks not called during a run: a plugin implementing only these takes no part in one.
+NOT_RUN_HOOKS = ("tunery_resolve_model", "tunery_list_models")
+
+
+def _plugins_used(run: RunContext, members: dict) -> dict[str, str]:
+    """Name -> version of the plugins taking part in the run (recorded in checkpoints; resuming
+    compares them): those providing its members (``members``: the manifest's "plugins"), and
+    those implementing a hook called during a run. A plugin installed since that does neither
+    does not matter."""
+    providers = {r["plugin"] for record in members.values() for r in (record if isinstance(record, list) else [record])}
+    return {info.name: info.version for info in run.engine.plugins if info.ok and (
+        info.name in providers
+        or any(h not in NOT_RUN_HOOKS and not h.startswith("tunery_register_") for h in info.hooks))}
 
 
 def _last_loss(trainer) -> float | None:
@@ -594,6 +637,8 @@ def manifest(run: RunContext) -> dict:
         except metadata.PackageNotFoundError:
             return None
 
+    from .checkpoints import model_fingerprint
+
     config = run.config
     data_files = {
         split: [{"file": f, "sha256": datapipe.file_digest(f)} for f in datapipe.expand_paths(specs)]
@@ -610,6 +655,7 @@ def manifest(run: RunContext) -> dict:
         "task": {"data": run.data_task, "model": run.model_task, "num_labels": run.num_labels,
                  "labels": run.label_names},
         "output": run.method.output(config.method.options),
+        "model_files": model_fingerprint(run.model_source.path) if run.model_source else None,
         "plugins": {
             "method": _plugin_record(run, "methods", config.method.name),
             "format": _plugin_record(run, "formatters", config.format.name),

@@ -190,3 +190,19 @@ class RunFolder:
         message = None if error is None else f"{type(error).__name__}: {error}"
         self.recorded = {p for p in self.recorded if (self.path / p).exists()}
         self._write({**self.fields, "status": status, "ended": _now(), "error": message})
+
+
+def keep_log_until(log_file: Path, step: int) -> None:
+    """Drop the records of ``train_log.jsonl`` after ``step``: a resumed run trains them again."""
+    if not log_file.is_file():
+        return
+    kept = []
+    for line in log_file.read_text().splitlines(keepends=True):
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except (ValueError, AttributeError):
+            continue
+    tmp = log_file.with_name(f".{log_file.name}.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, log_file)
