@@ -254,7 +254,7 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     from .progress import Progress, place_tracker_logs
 
     t, config = run.config.training, run.config
-    collator = Collator(run.tokenizer.pad_token_id, flatten=needs_flat_batches(model))
+    collator = Collator(run.tokenizer.pad_token_id, flatten=needs_flat_batches(model), count_when_trained=True)
     bf16 = bf16_default() if t.bf16 is None else t.bf16
     import torch
 
@@ -321,6 +321,7 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     class TuneryTrainer(SafeCheckpoints, Trainer):
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
+            collator.trained()
             guard.note_loss(loss)
             return loss
 
