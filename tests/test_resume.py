@@ -319,7 +319,7 @@ def test_resume_ignores_a_plugin_the_run_does_not_use(short_run, tmp_path):
 
             registry.add(Other())
 
-    config, _ = copy_run(short_run, tmp_path)
-    config["training"] = {**config["training"], "max_steps": 6}
+    config, run = copy_run(short_run, tmp_path)
+    (run / "checkpoints" / "checkpoint-4" / COMPLETE).unlink()  # resume from checkpoint-2
     result = Engine(plugins=[Killer(), Unrelated()]).train(config)
-    assert result.metrics["train"]["steps"] == 6 and result.metrics["train"]["resumed_at_step"] == 4
+    assert result.metrics["train"]["steps"] == 4 and result.metrics["train"]["resumed_at_step"] == 2
