@@ -13,6 +13,7 @@ from tests.crash_worker import Killer, crash
 from tunery import Engine
 from tunery.checkpoints import COMPLETE, MANIFEST, scan
 from tunery.errors import ResumeError, TrainingError
+from tunery.rundir import RECORD
 
 WEIGHTS = {"lora": "adapter/adapter_model.safetensors", "full": "model/model.safetensors"}
 
@@ -323,3 +324,27 @@ def test_resume_ignores_a_plugin_the_run_does_not_use(short_run, tmp_path):
     (run / "checkpoints" / "checkpoint-4" / COMPLETE).unlink()  # resume from checkpoint-2
     result = Engine(plugins=[Killer(), Unrelated()]).train(config)
     assert result.metrics["train"]["steps"] == 4 and result.metrics["train"]["resumed_at_step"] == 2
+
+
+def test_a_second_sigterm_while_stopping_ends_with_130_and_the_run_resumes(tiny_lm, data_file, tmp_path, reference):
+    config = make_config(tiny_lm, data_file, tmp_path / "run", "lora")
+    code = crash(config, "term2", 4, str(tmp_path / "stderr"))  # the second signal lands inside the save of step 5
+    stderr = (tmp_path / "stderr").read_text()
+    assert code == 130, stderr[-2000:]
+    checkpoint = tmp_path / "run" / "checkpoints" / "checkpoint-4"
+    assert f"error: stopped at once by a second SIGTERM while stopping; the last good checkpoint is {checkpoint}" \
+           in stderr and "--resume" in stderr and "Aborted" not in stderr
+    assert json.loads((tmp_path / "run" / RECORD).read_text())["status"] == "interrupted"
+    assert scan(tmp_path / "run" / "checkpoints") == ([checkpoint.parent / "checkpoint-2", checkpoint], [])
+    Engine(plugins=[Killer()]).train({**config, "resume": "auto"})
+    assert_bitwise_equal(weights(reference("lora"), "lora"), weights(tmp_path / "run", "lora"))
+
+
+def test_sigterm_before_training_ends_with_130_and_does_not_block_the_rerun(tiny_lm, data_file, tmp_path):
+    config = make_config(tiny_lm, data_file, tmp_path / "run", "lora", training={"max_steps": 2})
+    code = crash(config, "start", 0, str(tmp_path / "stderr"))
+    stderr = (tmp_path / "stderr").read_text()
+    assert code == 130, stderr[-2000:]
+    assert "error: stopped at once by SIGTERM; nothing was saved to resume from; run the same command again" in stderr
+    assert json.loads((tmp_path / "run" / RECORD).read_text())["status"] == "interrupted"
+    assert Engine(plugins=[Killer()]).train(config).metrics["train"]["steps"] == 2

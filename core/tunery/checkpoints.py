@@ -161,6 +161,9 @@ class SafeCheckpoints:
             commit(staged, final, {**self.tunery_manifest, "step": step, "progress": progress}, self.args.save_total_limit,
                    keep=self.state.best_model_checkpoint)
             shutil.rmtree(staging, ignore_errors=True)
+        except KeyboardInterrupt:  # stopped at once (a second signal): leave no half-written checkpoint
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         except Exception as exc:  # noqa: BLE001 - disk full, permissions...: torch, safetensors and os differ
             complete, _ = scan(run_dir)
             shutil.rmtree(staging, ignore_errors=True)

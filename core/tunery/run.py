@@ -27,6 +27,7 @@ from .membercalls import guarded
 from .packing import can_pack, pack, packing_enabled
 from .peft_support import trainable_summary
 from .report import write_reports
+from .stopping import stop_at_once
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -456,8 +457,15 @@ def execute(engine: Engine, config: RunConfig) -> RunResult:
         folder = RunFolder.prepare(config, run.method.output(config.method.options))
         (run.output_dir / "config.yaml").write_text(dump_yaml(config))
     try:
-        run.notify("tunery_run_start")
-        result = _train(run)
+        with stop_at_once():
+            run.notify("tunery_run_start")
+            result = _train(run)
+    except KeyboardInterrupt as exc:  # a signal outside the training loop, or a second one inside it
+        error = interrupted(run, exc)
+        if folder:
+            folder.finish(error)
+        run.notify("tunery_run_failed", error=error)
+        raise error from None
     except BaseException as exc:
         if folder:
             folder.finish(exc)
@@ -467,6 +475,16 @@ def execute(engine: Engine, config: RunConfig) -> RunResult:
         folder.finish()
     run.notify("tunery_run_end", result=result)
     return result
+
+
+def interrupted(run: RunContext, exc: KeyboardInterrupt) -> Interrupted:
+    """The error of a run stopped at once by a signal: where it stopped, and how to go on."""
+    from .checkpoints import scan
+
+    complete, _ = scan(run.output_dir / "checkpoints")
+    how = (f"the last good checkpoint is {complete[-1]}; run the same command with --resume to continue" if complete
+           else "nothing was saved to resume from; run the same command again to start afresh")
+    return Interrupted(f"stopped at once by {getattr(exc, 'signal', None) or 'SIGINT'}; {how}")
 
 
 def _train(run: RunContext) -> RunResult:
