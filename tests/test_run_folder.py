@@ -143,3 +143,21 @@ def test_a_run_in_progress_is_never_replaced(tiny_lm, alpaca_file, tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_an_edited_record_cannot_delete_outside_the_folder(tiny_lm, alpaca_file, tmp_path):
+    from tunery.rundir import RunFolder
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("model: x\n")
+    (out / "link").symlink_to(outside)
+    (out / RECORD).write_text(json.dumps({"status": "failed", "files": ["../outside.txt", str(outside), "link",
+                                                                       "config.yaml"]}))
+    config = Engine().config({"model": tiny_lm, "method": "lora", "format": "alpaca", "output_dir": str(out),
+                              "data": {"train": [str(alpaca_file)]}, "overwrite": True})
+    RunFolder.prepare(config, "adapter")
+    assert outside.read_text() == "keep" and not (out / "link").is_symlink() and not (out / "config.yaml").exists()
+    assert read_record(out)["status"] == "running"

@@ -62,7 +62,12 @@ def read_record(folder: Path) -> dict | None:
         record = json.loads((Path(folder) / RECORD).read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("files"), list) else None
+    if not isinstance(record, dict) or not isinstance(record.get("files"), list):
+        return None
+    # only plain paths inside the folder count (an edited record cannot point elsewhere)
+    record["files"] = [f for f in record["files"] if isinstance(f, str) and f and not PurePosixPath(f).is_absolute()
+                       and ".." not in PurePosixPath(f).parts]
+    return record
 
 
 def _inputs(config) -> list[Path]:
@@ -72,7 +77,7 @@ def _inputs(config) -> list[Path]:
         cut = min((spec.find(ch) for ch in "*?[" if ch in spec), default=-1)
         base = Path(os.path.dirname(spec[:cut]) or ".") if cut >= 0 else Path(spec)
         if base.exists():
-            paths.append(base.resolve())
+            paths += [base.absolute(), base.resolve()]
     return paths
 
 
@@ -112,6 +117,9 @@ class RunFolder:
         record = read_record(out)
         recorded = set(record["files"]) | {RECORD} if record else set()
         places = [*FILES, output, CHECKPOINTS]
+        if record and record.get("status") == "running" and _alive(record):
+            raise ConfigError(f"output_dir '{out}' is in use by a run in progress (process {record['pid']}); "
+                              "wait for it to end, or choose another folder")
         if not config.resume:
             present = [p for p in places if (out / p).exists()]
             foreign = [p for p in present if not _covered(p, recorded)]
@@ -133,25 +141,26 @@ class RunFolder:
                     f"output_dir '{out}' already holds a run{ended} ({', '.join(held)}); "
                     f"pass --overwrite (overwrite: true) to replace it{resume}, or choose another folder"
                 )
-            if record and record.get("status") == "running" and _alive(record):
-                raise ConfigError(f"output_dir '{out}' is in use by a run in progress (process {record['pid']}); "
-                                  "wait for it to end, or choose another folder")
             if record:
                 cls._delete(out, recorded - {RECORD}, _inputs(config), config.overwrite, record)
                 recorded = {RECORD}
-        out.mkdir(parents=True, exist_ok=True)
-        foreign_now = {f for f in _files_under(out) if not _covered(f, recorded)}
+        foreign_now = {f for f in _files_under(out) if not _covered(f, recorded)} if out.is_dir() else set()
         # a resumed run owns the run files already there; a new one claims the places still free
         claimed = recorded | {p for p in places if config.resume or not (out / p).exists()} | {RECORD}
         folder = cls(out, claimed, foreign_now)
-        folder._write({**(record or {}), "status": "running", "started": _now(), "ended": None, "error": None,
-                       "resumed": bool(config.resume), "pid": os.getpid(), "host": socket.gethostname()})
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            folder._write({**(record or {}), "status": "running", "started": _now(), "ended": None, "error": None,
+                           "resumed": bool(config.resume), "pid": os.getpid(), "host": socket.gethostname()})
+        except OSError as exc:
+            raise ConfigError(f"output_dir '{out}' cannot be written: {exc.strerror or exc}") from None
         return folder
 
     @staticmethod
     def _delete(out: Path, paths: set[str], inputs: list[Path], overwrite: bool, record: dict) -> None:
         """Delete the recorded ``paths`` of the previous run, unless a model or data path lies in one."""
-        targets = [(out / p).resolve() for p in sorted(paths) if (out / p).exists() or (out / p).is_symlink()]
+        root = out.resolve()  # the folder's own path resolved, never a recorded link in it
+        targets = [root / p for p in sorted(paths) if (root / p).exists() or (root / p).is_symlink()]
         for target in targets:
             for path in inputs:
                 if path == target or target in path.parents:
@@ -169,7 +178,7 @@ class RunFolder:
         for target in targets:
             shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
         for parent in sorted({t.parent for t in targets}, key=lambda p: -len(p.parts)):
-            while parent != out.resolve() and out.resolve() in parent.parents:
+            while parent != root and root in parent.parents:
                 try:
                     parent.rmdir()  # only when empty: a user's file keeps its folder
                 except OSError:
@@ -189,7 +198,10 @@ class RunFolder:
         status = "finished" if error is None else "interrupted" if isinstance(error, Interrupted) else "failed"
         message = None if error is None else f"{type(error).__name__}: {error}"
         self.recorded = {p for p in self.recorded if (self.path / p).exists()}
-        self._write({**self.fields, "status": status, "ended": _now(), "error": message})
+        try:
+            self._write({**self.fields, "status": status, "ended": _now(), "error": message})
+        except OSError as exc:  # e.g. the disk is full: the run's own error matters more
+            log.warning("could not record the end of the run in %s: %s", self.path / RECORD, exc)
 
 
 def keep_log_until(log_file: Path, step: int) -> None:
