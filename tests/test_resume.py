@@ -13,8 +13,8 @@ from tests.crash_worker import Killer, crash
 from tunery import Engine
 from tunery.checkpoints import COMPLETE, MANIFEST, scan
 from tunery.errors import ResumeError, TrainingError
-from tunery.rundir import RECORD
 
+RECORD = "tunery-run.json"
 WEIGHTS = {"lora": "adapter/adapter_model.safetensors", "full": "model/model.safetensors"}
 
 

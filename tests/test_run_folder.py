@@ -12,8 +12,13 @@ import pytest
 from tests.conftest import write_jsonl
 from tunery import Engine, hookimpl
 from tunery.errors import ConfigError, DataError, ModelSourceError, PluginError
-from tunery.rundir import RECORD, read_record
 from tunery_lora import Lora
+
+RECORD = "tunery-run.json"
+
+
+def read_record(folder: Path) -> dict:
+    return json.loads((folder / RECORD).read_text())
 
 
 def quick(model, data, out, *extra, method="lora"):
