@@ -214,7 +214,7 @@ def keep_log_until(log_file: Path, step: int) -> None:
             if json.loads(line).get("step", 0) <= step:
                 kept.append(line)
         except (ValueError, AttributeError):
-            continue
+            continue  # a last line cut short by a kill
     tmp = log_file.with_name(f".{log_file.name}.tmp")
     tmp.write_text("".join(kept))
     os.replace(tmp, log_file)
