@@ -71,14 +71,18 @@ def test_overwrite_refuses_to_delete_the_model_it_trains(tiny_lm, alpaca_file, t
     assert tree(proj / "model") == trained
 
 
-def test_a_failed_run_records_why_and_does_not_block_the_rerun(tiny_lm, alpaca_file, tmp_path, run_cli):
-    bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "no output"}] * 3)
+@pytest.mark.parametrize("case", ["bad data", "late config error"])
+def test_a_failed_run_records_why_and_does_not_block_the_rerun(tiny_lm, alpaca_file, tmp_path, run_cli, case):
     out = tmp_path / "run"
-    failed = run_cli(*quick(tiny_lm, bad, out))
-    assert failed.exit_code == DataError.exit_code
+    if case == "bad data":
+        bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "no output"}] * 3)
+        failed, code, error = run_cli(*quick(tiny_lm, bad, out)), DataError.exit_code, f"{bad}:1: missing column"
+    else:  # found only once the model is loaded and the trainer is built
+        failed = run_cli(*quick(tiny_lm, alpaca_file, out, "--set", "training.extra.not_a_field=1"))
+        code, error = ConfigError.exit_code, "config key 'training.extra.not_a_field' is not a transformers"
+    assert failed.exit_code == code, failed.output
     record = read_record(out)
-    assert record["status"] == "failed" and record["error"].startswith("DataError: ")
-    assert f"{bad}:1: missing column" in record["error"]
+    assert record["status"] == "failed" and error in record["error"]
     fixed = run_cli(*quick(tiny_lm, alpaca_file, out))  # no --overwrite needed: nothing was produced
     assert fixed.exit_code == 0, fixed.output
     assert read_record(out)["status"] == "finished" and not (out / "bad_rows.json").exists()
@@ -166,3 +170,27 @@ def test_an_edited_record_cannot_delete_outside_the_folder(tiny_lm, alpaca_file,
     RunFolder.prepare(config, "adapter")
     assert outside.read_text() == "keep" and not (out / "link").is_symlink() and not (out / "config.yaml").exists()
     assert read_record(out)["status"] == "running"
+
+
+class FailingEvaluator:
+    @hookimpl
+    def tunery_register_evaluators(self, registry):
+        from tunery import Evaluator
+
+        class Broken(Evaluator):
+            name = "broken"
+            tasks = frozenset({"causal_lm"})
+
+            def evaluate(self, model, examples, options, run):
+                raise ZeroDivisionError("division by zero")
+
+        registry.add(Broken())
+
+
+def test_an_evaluator_failing_is_named(tiny_lm, alpaca_file, tmp_path):
+    config = {"model": tiny_lm, "method": "lora", "format": "alpaca", "output_dir": str(tmp_path / "run"),
+              "evaluators": ["broken"], "data": {"train": [str(alpaca_file)], "val_split": 0.1},
+              "training": {"max_steps": 1}}
+    with pytest.raises(PluginError, match=r"^evaluator 'broken' \(plugin 'FailingEvaluator'\) failed in evaluate: "
+                                          r"ZeroDivisionError: division by zero$"):
+        Engine(plugins=[FailingEvaluator()]).train(config)
