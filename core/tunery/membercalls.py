@@ -7,9 +7,9 @@ from typing import Any
 
 from .errors import PluginError, TuneryError
 
-#: Calls whose exceptions the core itself reads (out of memory while fitting a batch size, a
-#: failing training step): they reach it unchanged.
-UNWRAPPED = frozenset({"compute_loss"})
+#: Calls whose exceptions the core itself reads: out of memory while fitting a batch size or a
+#: failing training step (``compute_loss``), a bad row reported by file and line (``format``).
+UNWRAPPED = frozenset({"compute_loss", "format"})
 
 
 class Guarded:
