@@ -77,9 +77,10 @@ def test_a_failed_run_records_why_and_does_not_block_the_rerun(tiny_lm, alpaca_f
     if case == "bad data":
         bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "no output"}] * 3)
         failed, code, error = run_cli(*quick(tiny_lm, bad, out)), DataError.exit_code, f"{bad}:1: missing column"
-    else:  # found only once the model is loaded and the trainer is built
-        failed = run_cli(*quick(tiny_lm, alpaca_file, out, "--set", "training.extra.not_a_field=1"))
-        code, error = ConfigError.exit_code, "config key 'training.extra.not_a_field' is not a transformers"
+    else:  # found only at the first evaluation during training
+        failed = run_cli(*quick(tiny_lm, alpaca_file, out, "--set", "evaluators=[loss]", "--set", "training.eval_steps=1",
+                                "--set", "early_stopping.metric=loss/nope"))
+        code, error = ConfigError.exit_code, "config key 'early_stopping.metric': the evaluation has no metric 'loss/nope'"
     assert failed.exit_code == code, failed.output
     record = read_record(out)
     assert record["status"] == "failed" and error in record["error"]

@@ -134,8 +134,11 @@ class SafeCheckpoints:
     The trainer needs ``tunery_manifest`` (a dict) set before training."""
 
     tunery_manifest: dict = {}
-    tunery_progress: Any = None  # () -> the run's counters, saved with the manifest
     _staging: str | None = None
+
+    def tunery_progress(self) -> dict:
+        """The run's counters, saved with the manifest (the trainer of a run fills them in)."""
+        return {}
 
     def _get_output_dir(self, trial):
         return self._staging or super()._get_output_dir(trial)
@@ -157,8 +160,8 @@ class SafeCheckpoints:
             if self.state.best_model_checkpoint and Path(self.state.best_model_checkpoint) == staged:
                 self.state.best_model_checkpoint = str(final)  # this step is the best: point at its final name
                 self.state.save_to_json(str(staged / "trainer_state.json"))
-            progress = self.tunery_progress() if self.tunery_progress else {}
-            commit(staged, final, {**self.tunery_manifest, "step": step, "progress": progress}, self.args.save_total_limit,
+            commit(staged, final, {**self.tunery_manifest, "step": step, "progress": self.tunery_progress()},
+                   self.args.save_total_limit,
                    keep=self.state.best_model_checkpoint)
             shutil.rmtree(staging, ignore_errors=True)
         except KeyboardInterrupt:  # stopped at once (a second signal): leave no half-written checkpoint
