@@ -136,7 +136,8 @@ class RunFolder:
             if (results or complete) and not config.overwrite:
                 held = sorted(set(results)) + ([CHECKPOINTS] if complete else [])
                 ended = f" that {record['status']}" if record.get("status") in ("failed", "interrupted") else ""
-                resume = f", --resume to continue it from {complete[-1].name}" if complete else ""
+                resume = (f", --resume to continue it from {complete[-1].name}"
+                          if complete and record.get("status") != "finished" else "")
                 raise ConfigError(
                     f"output_dir '{out}' already holds a run{ended} ({', '.join(held)}); "
                     f"pass --overwrite (overwrite: true) to replace it{resume}, or choose another folder"
