@@ -195,7 +195,7 @@ SIMPLE = {
 }
 NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig,
           "early_stopping": EarlyStoppingConfig}
-TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | set(LISTS) | {"stages"}
+TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | set(LISTS)  # and `stages`: see tunery.stages
 
 
 def load_raw(source: Mapping[str, Any] | str | os.PathLike) -> dict:
@@ -303,11 +303,6 @@ def parse_config(raw: Mapping[str, Any], registries: Mapping[str, Any]) -> RunCo
     for key in raw:
         if key not in TOP_KEYS:
             raise unknown_key_error(key, TOP_KEYS, "")
-    if "stages" in raw:  # continual learning: the first stage's settings, with every stage's config
-        from .stages import parse_stages
-
-        stages = parse_stages({k: v for k, v in raw.items() if k != "stages"}, raw["stages"], registries)
-        return dataclasses.replace(stages[0], output_dir=raw["output_dir"], stages=stages)
     for key in ("model", "output_dir", "method", "format"):
         if raw.get(key) in (None, ""):
             raise ConfigError(f"missing required config key '{key}'")

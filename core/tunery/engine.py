@@ -83,6 +83,10 @@ class Engine:
         from .config import apply_overrides, load_raw, parse_config
 
         raw = apply_overrides(load_raw(source), list(overrides))
+        if "stages" in raw:  # continual learning: see tunery.stages
+            from .stages import parse_staged
+
+            return parse_staged(raw, self.host.registries)
         return parse_config(raw, self.host.registries)
 
     def train(self, config: Any, overrides: Iterable[str] = ()):

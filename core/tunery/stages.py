@@ -44,6 +44,14 @@ def merge(base: Mapping, override: Mapping) -> dict:
     return out
 
 
+def parse_staged(raw: Mapping[str, Any], registries: Mapping[str, Any]) -> RunConfig:
+    """A ``stages:`` config: the first stage's settings at the top level's ``output_dir``, with
+    every stage's RunConfig in ``stages``."""
+    top = {k: v for k, v in raw.items() if k != "stages"}
+    stages = parse_stages(top, raw["stages"], registries)
+    return dataclasses.replace(stages[0], output_dir=str(raw["output_dir"]), stages=stages)
+
+
 def parse_stages(raw: Mapping[str, Any], stages: Any, registries: Mapping[str, Any]) -> list[RunConfig]:
     """The RunConfig of each stage of a ``stages:`` config (``raw`` is the top level without it)."""
     from .config import parse_config
