@@ -140,7 +140,7 @@ def sources_of(options) -> list[dict]:
 def task_examples(engine: Engine, config: RunConfig, tokenizer: Any):
     """The run context of a stage's task and its evaluation examples (with ``tokenizer``)."""
     from .context import RunContext
-    from .evaluation import read_examples
+    from .runs import read_examples
 
     run = RunContext.create(engine, config, tokenizer=tokenizer)
     examples = read_examples(run, config.data.eval)
