@@ -22,6 +22,7 @@ from . import data as datapipe
 from .config import RunConfig, dump_yaml
 from .distributed import is_main_process, sum_across_processes
 from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
+from .baseline import check_few_shot, few_shot_baseline
 from .evaluation import best_checkpoint, check_early_stopping
 from .loading import load_model, load_tokenizer
 from .packing import can_pack, pack, packing_enabled
@@ -139,6 +140,7 @@ def check_compatibility(run: RunContext) -> None:
                 f"from formatter '{formatter.name}'; it handles: {', '.join(sorted(evaluator.tasks))}"
             )
     check_early_stopping(config)
+    check_few_shot(config.few_shot, run.data_task)
     if config.training.report_to:
         from .progress import check_trackers
 
@@ -511,6 +513,7 @@ def _train(run: RunContext) -> RunResult:
     trainer.tunery_manifest = state
 
     before = evaluate(run, model, evaluation, "before")
+    few_shot = few_shot_baseline(run, model, train, evaluation)
     samples = {"before": sample_generations(run, model)}
     stopper = trainer.tunery_stopper
     try:
@@ -550,6 +553,8 @@ def _train(run: RunContext) -> RunResult:
     }
     metrics = {"train": train_metrics, "parameters": parameters, "before": before, "after": after, "data": data_summary,
                "wall_seconds": round(time.perf_counter() - started, 3)}
+    if few_shot:
+        metrics["few_shot"] = few_shot
     if trainer.tunery_during:
         metrics["during"] = trainer.tunery_during
     best = best_checkpoint(run, trainer.state)
