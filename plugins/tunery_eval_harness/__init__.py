@@ -20,7 +20,7 @@ from tunery import ConfigError, EvalResult, Evaluator, IncompatibleError, hookim
 @dataclasses.dataclass
 class HarnessOptions:
     tasks: list[str] = dataclasses.field(default_factory=list)  # lm_eval task names; default: the tasks in `data`
-    data: str | None = None  # a task YAML file or a folder of them, for tasks defined on local files
+    data: str | None = None  # a task YAML file or a folder of them (a file's folder is read), for tasks on local files
     num_fewshot: int | None = None  # None: each task's own default
     limit: float | None = None  # at most this many documents per task (a number below 1: that fraction)
     batch_size: int = 8
@@ -80,11 +80,13 @@ class HarnessEval(Evaluator):
         from lm_eval.tasks import TaskManager
 
         names = task_names(options)
-        manager = None
-        if options.data:  # indexing lm_eval's own ~15k tasks takes seconds: skip it when the local ones suffice
-            manager = TaskManager(include_path=str(options.data), include_defaults=False)
+        manager, folder = None, None
+        if options.data:  # lm_eval reads task YAMLs from a folder: a file's own folder
+            folder = str(Path(options.data) if Path(options.data).is_dir() else Path(options.data).parent)
+            # indexing lm_eval's own ~15k tasks takes seconds: skip it when the local ones suffice
+            manager = TaskManager(include_path=folder, include_defaults=False)
         if manager is None or any(n not in manager.all_tasks for n in names):
-            manager = TaskManager(include_path=str(options.data) if options.data else None)
+            manager = TaskManager(include_path=folder)
         unknown = [n for n in names if n not in manager.all_tasks]
         if unknown:
             raise ConfigError(f"evaluator 'harness': no lm_eval task named '{unknown[0]}'"
