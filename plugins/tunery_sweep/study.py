@@ -97,7 +97,11 @@ def prepare(engine: Engine, raw: dict, trials: int | None = None, output_dir: st
         for name, spec in options.parameters.items():
             kind, arg = describe(name, spec, "sweep")
             params[name] = arg[end]
-        config = engine.check(sweep.run_config(params, "trial-check"))
+        try:
+            config = engine.check(sweep.run_config(params, "trial-check"))
+        except ConfigError as exc:
+            raise type(exc)(f"sweep: a trial with {', '.join(f'{k}={_fmt(v)}' for k, v in params.items())} "
+                            f"is refused: {exc}") from None
     evaluator = options.metric.split("/", 1)[0]
     names = [c.name for c in config.evaluators]
     if evaluator not in names:
