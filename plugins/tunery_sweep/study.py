@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunery import ConfigError, Engine, TuneryError, hookimpl
+from tunery.errors import Interrupted
 from tunery.evaluation import numeric
 
 from .space import SweepOptions, distributions, fingerprint, get_key, grid, split_config, trial_config
@@ -234,6 +235,9 @@ def run_trial(sweep: Sweep, study, trial, plugins: tuple = ()) -> None:
         study.tell(trial, state=TrialState.PRUNED)
         log.info("sweep: %s pruned at step %d", name, stop.step)
         return
+    except Interrupted:  # Ctrl-C or SIGTERM: the sweep stops; this trial is run again on resume
+        study.tell(trial, state=TrialState.FAIL)
+        raise
     except TuneryError as exc:
         trial.set_user_attr("error", str(exc))
         study.tell(trial, state=TrialState.FAIL)
