@@ -73,7 +73,7 @@ def test_sweep_summary_best_config_table_and_figures(finished_sweep):
     assert config.method.options.r == summary["best"]["params"]["method.r"]
     report = (folder / "sweep.md").read_text()
     assert sum(line.startswith("| ") for line in report.splitlines()) == 1 + 8  # header + one row per trial
-    for figure in ("objective.png", "importances.png", "parallel_coordinates.png"):
+    for figure in ("objective.png", "importances.png", "parallel_coordinates.png", "intermediate.png"):
         assert (folder / figure).read_bytes()[:4] == b"\x89PNG"
         assert f"]({figure})" in report
 

@@ -29,7 +29,7 @@ log = logging.getLogger("tunery")
 STUDY = "tunery-sweep"
 DB = "sweep.db"
 OWN_FILES = (DB, "best.yaml", "sweep.md", "summary.json", "objective.png", "importances.png",
-             "parallel_coordinates.png", "ray", ".lock")
+             "parallel_coordinates.png", "intermediate.png", "ray", ".lock")
 
 
 class Pruned(BaseException):

@@ -1,6 +1,6 @@
 """What a sweep leaves for people to read, in its folder: ``best.yaml`` (the best trial's config,
 ready for ``tunery train``), ``sweep.md`` (every trial in a table, the figures), ``summary.json``,
-and ``objective.png``, ``importances.png``, ``parallel_coordinates.png`` drawn by
+and ``objective.png``, ``importances.png``, ``parallel_coordinates.png`` and ``intermediate.png`` drawn by
 ``optuna.visualization.matplotlib``."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ log = logging.getLogger("tunery")
 
 PLOTS = (("objective.png", "plot_optimization_history", "objective over trials"),
          ("importances.png", "plot_param_importances", "parameter importances"),
-         ("parallel_coordinates.png", "plot_parallel_coordinate", "parallel coordinates"))
+         ("parallel_coordinates.png", "plot_parallel_coordinate", "parallel coordinates"),
+         ("intermediate.png", "plot_intermediate_values", "the metric during training (pruned trials stop early)"))
 
 
 def trial_rows(study, names: dict[int, str]) -> list[dict]:
@@ -131,7 +132,7 @@ def render(summary: dict, options, plotted: list[tuple[str, str]], folder: Path)
     if errors:
         lines += ["", "Failed trials:", ""] + [f"- {r['folder']}: {r['error']}" for r in errors]
     for file, title in plotted:
-        lines += ["", f"## {title.capitalize()}", "", f"![{title}]({file})"]
+        lines += ["", f"## {title[0].upper() + title[1:]}", "", f"![{title}]({file})"]
     return "\n".join(lines) + "\n"
 
 
