@@ -1,6 +1,7 @@
 """Generates the reference pages from the code: ``python -m tunery.docs [DOCS_DIR]``.
 
 * ``hooks.md`` from the hook specifications' signatures and docstrings;
+* ``api.md`` from the public API (``tunery.__all__`` and the testing kits);
 * ``config.md`` from the core config dataclasses and the options of every installed member.
 """
 
@@ -62,11 +63,14 @@ def config_markdown(engine) -> str:
              "`overwrite` (false), `resume` (`auto` or a checkpoint folder; see guarantees.md), `resume_force` (false), "
              "`few_shot` (0: also score the untuned model with that many training examples before each evaluation "
              "prompt; see benchmarks-harness.md), and the sections below (`sweep:` belongs to `tunery sweep`, see "
-             "sweep.md). Plugin sections (`method`, `format`, `quantizer`, each "
-             "entry of `evaluators`) are a name or a mapping with `name` plus that plugin's options.", ""]
+             "sweep.md). Plugin sections (`method`, `objective`, `format`, `quantizer`, each "
+             "entry of `extensions` and `evaluators`) are a name or a mapping with `name` plus that plugin's "
+             "options. `objective` defaults to the default objective of the formatter's data (`sft` for "
+             "supervised data); `extensions` to none.", ""]
     for key, cls in NESTED.items():
         lines += [f"## `{key}`", "", inspect.cleandoc(cls.__doc__ or ""), "", *fields_table(cls), ""]
-    for section, registry in (("method", engine.methods), ("format", engine.formatters),
+    for section, registry in (("method", engine.methods), ("objective", engine.objectives),
+                              ("extensions[]", engine.extensions), ("format", engine.formatters),
                               ("quantizer", engine.quantizers), ("evaluators[]", engine.evaluators)):
         for member in registry:
             lines += [f"## `{section}: {member.name}`", "", member.description or "", ""]
@@ -78,12 +82,60 @@ def config_markdown(engine) -> str:
     return "\n".join(lines)
 
 
+def _doc(obj) -> str:
+    return inspect.cleandoc(inspect.getdoc(obj) or "(undocumented)")
+
+
+def _signature(obj) -> str:
+    try:
+        return str(inspect.signature(obj))
+    except (TypeError, ValueError):
+        return ""
+
+
+def _api_entry(name: str, obj) -> list[str]:
+    if inspect.isclass(obj):
+        lines = [f"### class `{name}`", "", _doc(obj), ""]
+        own = [(n, v) for n, v in vars(obj).items() if not n.startswith("_") and (callable(v) or isinstance(v, property))]
+        for attr, value in own:
+            if isinstance(value, (classmethod, staticmethod)):
+                value = value.__func__
+            if isinstance(value, property):
+                lines += [f"- `{attr}` (property): {inspect.getdoc(value) or ''}".rstrip()]
+            elif inspect.isfunction(value):
+                first = (inspect.getdoc(value) or "").split("\n\n")[0].replace("\n", " ")
+                lines += [f"- `{attr}{_signature(value)}`: {first}".rstrip(": ")]
+        return lines + [""]
+    if callable(obj):
+        return [f"### `{name}{_signature(obj)}`", "", _doc(obj), ""]
+    return [f"### `{name}`", "", f"Constant: `{obj!r}`.", ""]
+
+
+def api_markdown() -> str:
+    """The public API reference: every name in ``tunery.__all__`` and the testing kits."""
+    import tunery
+    from . import testing
+
+    lines = ["# Public API reference", "",
+             "Generated from `tunery.__all__` and `tunery.testing` by `python -m tunery.docs`; do not edit by hand.",
+             "A plugin may use these names and nothing else from tunery (a test enforces it for the built-ins).", "",
+             "## `tunery`", ""]
+    for name in tunery.__all__:
+        if name != "__version__":
+            lines += _api_entry(name, getattr(tunery, name))
+    lines += ["## `tunery.testing`: conformance kits", "", _doc(testing), ""]
+    for name in testing.__all__:
+        lines += _api_entry(name, getattr(testing, name))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     from .engine import Engine
 
     folder = Path((argv or sys.argv[1:] or ["docs"])[0])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "hooks.md").write_text(hooks_markdown())
+    (folder / "api.md").write_text(api_markdown())
     (folder / "config.md").write_text(config_markdown(Engine()))
 
 

@@ -38,15 +38,14 @@ def tunery_register_commands(cli):
         """Search hyper-parameters: run the trials of CONFIG's sweep: section; resumes when run again."""
         import importlib.util
 
-        from tunery import PluginError
-        from tunery.cli import _setup_logging, get_engine
+        from tunery import PluginError, command_engine, setup_logging
         from tunery.config import apply_overrides, load_raw
 
         from . import summary as summary_files
         from .study import prepare, run
 
-        _setup_logging(verbose)
-        engine = get_engine(ctx)
+        setup_logging(verbose)
+        engine = command_engine(ctx)
         for module, extra in (("optuna", "sweep"), *((("ray", "ray"),) if backend == "ray" else ())):
             if importlib.util.find_spec(module) is None:
                 raise PluginError(f"tunery sweep{' --backend ray' if extra == 'ray' else ''} needs {module}: "

@@ -41,7 +41,7 @@ def ray_trial(params: dict, base: dict, folder: str, metric: str) -> None:
     """A Ray Tune function trainable: one tunery run with ``params`` set."""
     from ray import tune
 
-    from tunery.evaluation import numeric
+    from .study import numeric
 
     out = Path(folder) / f"trial-{tune.get_context().get_trial_id()}"
     result = Engine(plugins=[RayReporter(metric)]).train(trial_config(base, params, str(out)))

@@ -11,8 +11,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from tunery import ConfigError
-from tunery.options import parse
+from tunery import ConfigError, coerce
 
 RANGES = ("log_uniform", "uniform", "int")
 
@@ -115,7 +114,7 @@ def split_config(raw: dict) -> tuple[dict, SweepOptions]:
                           "'metric:' and 'trials:' (see docs/sweep.md)")
     if not isinstance(section, dict):
         raise ConfigError(f"config key 'sweep' must be a mapping, got {section!r}")
-    return raw, parse(SweepOptions, section, "sweep")
+    return raw, coerce(section, SweepOptions, "sweep")
 
 
 def set_key(raw: dict, path: str, value: Any) -> dict:

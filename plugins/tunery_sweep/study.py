@@ -20,7 +20,6 @@ from typing import Any
 
 from tunery import ConfigError, Engine, TuneryError, hookimpl
 from tunery.errors import Interrupted
-from tunery.evaluation import numeric
 
 from .space import SweepOptions, distributions, fingerprint, get_key, grid, split_config, trial_config
 
@@ -292,6 +291,11 @@ def run(engine: Engine, sweep: Sweep, parallel: int = 1, overwrite: bool = False
         raise TuneryError(f"sweep worker(s) {', '.join(map(str, failed))} stopped with an error (see the log above); "
                           "run the same command again to resume")
     return study
+
+
+def numeric(metrics: dict) -> dict:
+    """The metrics that are plain numbers."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _fmt(value: Any) -> str:
