@@ -146,7 +146,7 @@ class Engine:
                  shots_from: Iterable[str] = ()) -> dict:
         """Evaluate a run folder or model -> ``{evaluator: EvalResult}`` (see tunery.evaluation);
         ``few_shot`` training examples (from ``shots_from`` or the run's data) in front of each prompt."""
-        from .evaluation import evaluate_target
+        from .runs import evaluate_target
 
         return evaluate_target(self, str(target), evaluators, data, format, overrides, few_shot, shots_from)
 

@@ -38,8 +38,7 @@ def tunery_register_commands(cli):
         """Search hyper-parameters: run the trials of CONFIG's sweep: section; resumes when run again."""
         import importlib.util
 
-        from tunery import PluginError, command_engine, setup_logging
-        from tunery.config import apply_overrides, load_raw
+        from tunery import PluginError, apply_overrides, command_engine, load_raw, setup_logging
 
         from . import summary as summary_files
         from .study import prepare, run

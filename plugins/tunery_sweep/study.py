@@ -18,8 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tunery import ConfigError, Engine, TuneryError, hookimpl
-from tunery.errors import Interrupted
+from tunery import ConfigError, Engine, Interrupted, TuneryError, hookimpl
 
 from .space import SweepOptions, distributions, fingerprint, get_key, grid, split_config, trial_config
 

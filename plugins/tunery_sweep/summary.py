@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from tunery.report import md_table
+from tunery import md_table
 
 from .space import trial_config
 
