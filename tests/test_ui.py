@@ -64,7 +64,7 @@ def page():
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), headless=True,
                                                        args=ARGS, viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(30000)
+        context.set_default_timeout(90000)  # generous: CI machines may be busy
         yield context.new_page()
         context.close()
     shutil.rmtree(profile, ignore_errors=True)
@@ -100,6 +100,10 @@ def open_form(page, url: str, values: list[tuple[str, str]]) -> None:
     page.wait_for_function("e => e.value.includes('run-')", arg=out.element_handle())
     for field, value in values:
         fill(page, field, value)
+
+
+def shot(page, path: Path) -> None:
+    page.screenshot(path=path, full_page=True, timeout=120000)
 
 
 def text_of(page, elem_id: str) -> str:
@@ -145,7 +149,7 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
         error.wait_for(state="visible")
         assert error.inner_text().strip() == cli_error
         assert not page.locator("#form-error").is_visible()
-        page.screenshot(path=shots / "new-run-error.png", full_page=True)
+        shot(page, shots / "new-run-error.png")
 
         fill(page, "field-method-lora-r", "4")
         page.click("#check-button")
@@ -154,7 +158,7 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
         yaml_text = text_of(page, "config-yaml")
         assert "r: 4" in yaml_text and "max_steps: 60" in yaml_text
         assert "--method lora" in text_of(page, "config-cli")
-        page.screenshot(path=shots / "new-run.png", full_page=True)
+        shot(page, shots / "new-run.png")
 
         phase("error checked")
         # start it: the Runs page follows the run, its loss curve grows, then it finishes
@@ -168,7 +172,7 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
         page.wait_for_selector("#plot-loss:has-text('60 points')")
         page.wait_for_selector("#run-evaluations:has-text('loss/loss')")
         assert "It is" in text_of(page, "run-worst")  # the worst examples of the loss evaluator
-        page.screenshot(path=shots / "runs.png", full_page=True)
+        shot(page, shots / "runs.png")
 
         phase("run a finished")
         # Try it: generate with the finished run
@@ -180,7 +184,7 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
         bot.wait_for(timeout=60000)
         reply = bot.inner_text().strip()
         assert reply and not reply.startswith("error"), reply
-        page.screenshot(path=shots / "try-it.png", full_page=True)
+        shot(page, shots / "try-it.png")
 
         phase("generated")
         # a second run, from a reloaded page (nothing is lost: run a is still listed), stopped and resumed
@@ -195,7 +199,7 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
         page.click("#stop-button")
         status = wait_for_status(page, "stopped")
         assert "resume point" in status and "checkpoint-" in status, status
-        page.screenshot(path=shots / "runs-stopped.png", full_page=True)
+        shot(page, shots / "runs-stopped.png")
         page.click("#resume-button")
         page.wait_for_selector("#run-status:has-text('running')", timeout=60000)
         status = wait_for_status(page, "finished")
@@ -214,9 +218,9 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
         assert any("training.learning_rate" in r and "0.01" in r and "0.02" in r for r in diff_rows), diff_rows
         assert not any(r.startswith("model") for r in diff_rows)
         assert "after: loss/loss" in text_of(page, "compare-metrics")
-        page.screenshot(path=shots / "compare.png", full_page=True)
+        shot(page, shots / "compare.png")
     except Exception:
-        page.screenshot(path=shots / "failure.png", full_page=True)
+        shot(page, shots / "failure.png")
         print(f"\nscreenshot at the failure: {shots / 'failure.png'}")
         raise
     print(f"\nscreenshots of the UI: {shots}")
