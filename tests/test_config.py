@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 
@@ -58,7 +60,8 @@ def test_overrides_coerce_types_and_create_sections(engine):
                                       "evaluators=loss", "data.train=[a.json, b.json]", "generation.prompts=[hi]"])
     cfg = engine.config(raw)
     assert cfg.method.options.r == 4 and cfg.training.max_steps == 7 and cfg.training.bf16 is False
-    assert cfg.data.train == ["a.json", "b.json"] and cfg.generation.prompts == ["hi"]
+    assert cfg.data.train == [os.path.abspath("a.json"), os.path.abspath("b.json")]  # recorded absolute
+    assert cfg.generation.prompts == ["hi"]
     with pytest.raises(ConfigError, match="--set expects key.path=value"):
         apply_overrides({}, ["method.r"])
 

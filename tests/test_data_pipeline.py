@@ -102,17 +102,18 @@ def test_group_by_length_uses_the_length_grouped_sampler(tmp_path, tiny_lm):
     from transformers import AutoModelForCausalLM
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from tunery import Engine
+    from tunery import Engine, RunContext
     from tunery.loading import load_tokenizer
-    from tunery.run import RunContext, build_trainer
+    from tunery.trainer import build_trainer
+    from tunery.training import training_arguments
 
     engine = Engine()
     config = engine.config({"model": tiny_lm, "output_dir": str(tmp_path / "run"), "method": "full",
                             "format": "completion", "data": {"train": ["x.txt"], "group_by_length": True}})
-    run = RunContext(config, tmp_path / "run", engine, "causal_lm",
-                     tokenizer=load_tokenizer(engine.resolve_model(tiny_lm)))
+    run = RunContext.create(engine, config, tokenizer=load_tokenizer(engine.resolve_model(tiny_lm)))
     examples = [{"input_ids": [5] * n, "labels": [5] * n} for n in (3, 9, 4, 8)]
-    trainer = build_trainer(run, AutoModelForCausalLM.from_pretrained(tiny_lm), examples, [])
+    trainer = build_trainer(run, AutoModelForCausalLM.from_pretrained(tiny_lm), examples, [],
+                            training_arguments(run), evaluate=None)
     assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
 
 

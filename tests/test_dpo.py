@@ -14,7 +14,8 @@ from tunery import hookimpl
 def test_losses_match_their_formulas():
     import torch
 
-    from tunery.preference import bradley_terry_loss, dpo_loss
+    from tunery_dpo import dpo_loss
+    from tunery_reward import bradley_terry_loss
 
     pc, pr, rc, rr = torch.tensor([-10.0, -4.0]), torch.tensor([-12.0, -3.0]), torch.tensor([-11.0, -4.0]), torch.tensor([-11.0, -4.0])
     losses, chosen, rejected = dpo_loss(pc, pr, rc, rr, beta=0.5)
@@ -76,7 +77,7 @@ def test_dpo_raises_the_heldout_margin_with_one_model_in_memory(adapter, tiny_lm
     train, heldout = preference_files
     result = engine.train({
         "model": tiny_lm, "output_dir": str(tmp_path / adapter), "format": "preference",
-        "method": {"name": "dpo", "adapter": adapter, "beta": 0.5},
+        "method": adapter, "objective": {"name": "dpo", "beta": 0.5},
         "data": {"train": [str(train)], "eval": [str(heldout)], "max_length": 64},
         "training": {"max_steps": 6, "learning_rate": 5e-3 if adapter == "lora" else 1e-3, "bf16": False,
                      "logging_steps": 3},

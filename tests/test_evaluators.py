@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import write_jsonl
 from tunery import DataError, Engine
-from tunery.run import RunContext
+from tunery import RunContext
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "multiple_choice_sample.jsonl"
 

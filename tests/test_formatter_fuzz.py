@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tunery import Engine
 from tunery.data import Problem, Row, Source, format_rows
 from tunery.errors import DataError
-from tunery.run import RunContext
+from tunery import RunContext
 
 # Any JSON value a data file can hold.
 scalar = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=60)
@@ -65,7 +65,9 @@ def setups(tiny_lm, tiny_encoder, tmp_path_factory):
 
     def setup(name: str):
         formatter = engine.formatters.get(name)
-        config = engine.config({"model": tiny_lm, "method": "full", "format": {"name": name, **OPTIONS.get(name, {})},
+        objective = next(o.name for o in engine.objectives if formatter.task in o.tasks)
+        config = engine.config({"model": tiny_lm, "method": "full", "objective": objective,
+                                "format": {"name": name, **OPTIONS.get(name, {})},
                                 "output_dir": str(out),
                                 "evaluators": [], "data": {"train": ["unused.jsonl"], "max_length": 24}})
         run = RunContext(config=config, output_dir=out, engine=engine, data_task=formatter.task)

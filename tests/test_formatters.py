@@ -51,7 +51,7 @@ ALPACA_BAD = [
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_alpaca_text_template_in_every_layout(engine, plain_tok, tmp_path, layout):
     bad = ALPACA_BAD if layout in ("jsonl", "json") else ALPACA_BAD[:2]  # csv/parquet cannot hold a list cell
-    if layout == "csv":  # a csv row has every column: a missing value is an empty cell
+    if layout in ("csv", "parquet"):  # every row has every column: a missing value is an empty cell or a null
         bad = [(row, "empty text" if reason == "missing column" else reason) for row, reason in bad]
     if layout == "jsonl":
         bad = [*bad, ('{"instruction": "broken', "invalid JSON")]
@@ -195,7 +195,7 @@ DOC = " ".join(["The quick brown fox jumps over the lazy dog."] * 12)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_completion_in_every_layout(engine, tok, tmp_path, layout):
     good = [{"text": "Water boils at 100 degrees."}, {"text": "The library opens at 8 a.m."}]
-    bad = [({"text": " "}, "empty text"), ({"body": "no text column"}, "empty text" if layout == "csv" else "missing column")]
+    bad = [({"text": " "}, "empty text"), ({"body": "no text column"}, "empty text" if layout in ("csv", "parquet") else "missing column")]
     check_formatter(engine, "completion", tok, tmp_path, good=good, bad=bad, layout=layout,
                     trained=[good[0]["text"] + EOS, good[1]["text"] + EOS])
 
@@ -238,7 +238,7 @@ def test_classification_pairs_with_string_labels(engine, wordpiece, tmp_path, la
     good = [{"premise": "The cat sleeps.", "hypothesis": "An animal rests.", "label": "entailment"},
             {"premise": "The cat sleeps.", "hypothesis": "The cat runs.", "label": "contradiction"}]
     bad = [({"premise": "x", "hypothesis": "y"}, "missing column"),
-           ({"premise": "x", "label": "entailment"}, "empty text" if layout == "csv" else "missing column")]
+           ({"premise": "x", "label": "entailment"}, "empty text" if layout in ("csv", "parquet") else "missing column")]
     per_row = check_formatter(engine, "classification", wordpiece, tmp_path, good=good, bad=bad, layout=layout,
                               options={"text": "premise", "text_pair": "hypothesis"})
     assert [r[0]["labels"] for r in per_row] == [1, 0]  # contradiction, entailment: sorted names

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tunery import Engine, hookimpl
+from tunery import Engine, Objective, hookimpl
 from tunery.checkpoints import scan
 from tunery.errors import TrainingError
-from tunery_full import FullFineTuning
 
 
-class Sabotaged(FullFineTuning):
-    """Full fine-tuning whose loss turns NaN on chosen calls and that runs out of memory above a
-    batch size, as a broken model or a small GPU would."""
+class Sabotaged(Objective):
+    """The model's own loss, turned NaN on chosen calls, and out of memory above a batch size,
+    as a broken model or a small GPU would (trained with method 'full')."""
 
     name = "sabotaged"
 
@@ -34,17 +33,17 @@ class Sabotaged(FullFineTuning):
         return loss * float("nan") if self.calls in self.nan_calls else loss
 
 
-def engine_with(method, *plugins):
-    class Methods:
+def engine_with(objective, *plugins):
+    class Objectives:
         @hookimpl
-        def tunery_register_methods(self, registry):
-            registry.add(method)
+        def tunery_register_objectives(self, registry):
+            registry.add(objective)
 
-    return Engine(plugins=[Methods(), *plugins])
+    return Engine(plugins=[Objectives(), *plugins])
 
 
 def config(tiny_lm, data, out, **training):
-    return {"model": tiny_lm, "method": "sabotaged", "format": "alpaca", "output_dir": str(out), "seed": 0,
+    return {"model": tiny_lm, "method": "full", "objective": "sabotaged", "format": "alpaca", "output_dir": str(out), "seed": 0,
             "evaluators": [], "data": {"train": [str(data)], "limit": 16, "packing": False},
             "training": {"max_steps": 4, "batch_size": 4, "save_steps": 2, "bf16": False, **training}}
 

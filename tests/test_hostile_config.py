@@ -41,6 +41,19 @@ def one_error_line(result) -> str:
     ({"training__on_nonfinite": "ignore"}, 2, "config key 'training.on_nonfinite' must be one of 'stop', 'skip'"),
     ({"data__val_split": 1.5}, 2, "config key 'data.val_split' must be in [0, 1)"),
     ({"resume": "auto", "overwrite": True}, 2, "--resume and --overwrite contradict each other"),
+    ({"training__learning_rate": "nan"}, 2, "config key 'training.learning_rate' must be a finite number, got 'nan'"),
+    ({"training__learning_rate": float("inf")}, 2, "config key 'training.learning_rate' must be a finite number, got inf"),
+    ({"training__warmup_ratio": float("nan")}, 2, "config key 'training.warmup_ratio' must be a finite number"),
+    ({"method": {"name": "lora", "dropout": float("nan")}}, 2, "config key 'method.dropout' must be a finite number"),
+    ({"data__val_split": "nan"}, 2, "config key 'data.val_split' must be a finite number, got 'nan'"),
+    ({"training__epochs": -1}, 2, "config key 'training.epochs' must be positive, got -1.0"),
+    ({"training__epochs": 0}, 2, "config key 'training.epochs' must be positive"),
+    ({"seed": -1}, 2, "config key 'seed' must be in 0..4294967295 (2**32-1), got -1"),
+    ({"seed": 2**40}, 2, "config key 'seed' must be in 0..4294967295 (2**32-1), got 1099511627776"),
+    ({"training__max_grad_norm": -1}, 2, "config key 'training.max_grad_norm' must be 0 or more, got -1.0 "
+                                         "(0 turns gradient clipping off)"),
+    ({"training__bf16": True, "training__extra": {"fp16": True}}, 2,
+     "config keys 'training.bf16' and 'training.extra.fp16' are both true"),
     ({"method": "full", "quantizer": "bnb-4bit"}, 2, "method 'full' cannot train a quantized base (quantizer 'bnb-4bit')"),
     ({"method": "full", "quantizer": "bnb-3bit"}, 2, "no quantizer named 'bnb-3bit'"),
 ])
@@ -67,3 +80,43 @@ def test_an_output_folder_holding_another_run_is_never_overwritten(tmp_path, tin
     line = one_error_line(result)
     assert "already holds a run (adapter, metrics.json)" in line and "--overwrite" in line
     assert (run / "metrics.json").read_text() == '{"precious": true}' and (run / "adapter").is_dir()
+
+
+def test_an_explicit_fp16_turns_the_automatic_bf16_off(tmp_path, tiny_lm, alpaca_file):
+    from tunery import Engine
+
+    engine = Engine()
+    config = engine.config(write_config(tmp_path, tiny_lm, alpaca_file, training__extra={"fp16": True}))
+    assert config.training.bf16 is False  # resolved before anything loads, recorded in config.yaml
+    assert engine.config(write_config(tmp_path, tiny_lm, alpaca_file)).training.bf16 is None
+    assert engine.config(write_config(tmp_path, tiny_lm, alpaca_file, training__max_grad_norm=0)).training.max_grad_norm == 0
+
+
+def test_named_evaluators_without_eval_data_get_a_seeded_held_out_split(tmp_path, tiny_lm, alpaca_file, run_cli):
+    import json
+
+    config = write_config(tmp_path, tiny_lm, alpaca_file, evaluators=["loss"])
+    result = run_cli("train", config)
+    assert result.exit_code == 0, result.output
+    assert "holding out 4 of 40 examples for evaluation; data.val_split=0 turns this off" in result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["before"]["loss/loss"] > 0 and metrics["after"]["loss/loss"] > 0
+    assert metrics["data"]["eval"]["held_out_from_train"] == 4 and metrics["data"]["eval"]["held_out_auto"] is True
+    assert metrics["data"]["train"]["examples"] == 36 and "note" not in metrics
+    zero = write_config(tmp_path, tiny_lm, alpaca_file, evaluators=["loss"], data__val_split=0,
+                        output_dir=str(tmp_path / "zero"))
+    result = run_cli("train", zero)
+    assert result.exit_code == 0, result.output
+    assert "data.val_split=0 and no data.eval: the evaluators (loss) will not run" in result.output
+    metrics = json.loads((tmp_path / "zero" / "metrics.json").read_text())
+    assert metrics["before"] == {} and metrics["data"]["train"]["examples"] == 40 and "note" in metrics
+
+
+def test_the_automatic_split_never_leaves_fewer_than_two_training_examples(tmp_path, tiny_lm, run_cli):
+    from tests.conftest import write_jsonl
+
+    rows = write_jsonl(tmp_path / "two.jsonl", [{"instruction": "a", "output": "b"}, {"instruction": "c", "output": "d"}])
+    result = run_cli("train", write_config(tmp_path, tiny_lm, rows))
+    assert result.exit_code == 0, result.output
+    assert "only 2 training example(s) and no data.eval: nothing is held out, the evaluators (loss) will not run" \
+        in result.output

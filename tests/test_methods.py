@@ -151,7 +151,7 @@ def test_adalora_updates_its_budget_every_step_with_the_run_length(adalora_run):
 def test_a_reloaded_adalora_adapter_evaluates_its_loss(adalora_run):
     import math
 
-    from tunery.run import RunContext
+    from tunery import RunContext
 
     engine = Engine()
     loaded = engine.load(str(adalora_run[0]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -94,12 +95,18 @@ def test_broken_plugins_are_isolated_and_reported(broken_dist):
     assert infos["broken-register"].status == "failed: ValueError: cannot register"
     assert infos["misspelled"].status.startswith("failed: PluginError: unknown hook tunery_register_method")
     assert "tunery_register_methods" in infos["misspelled"].status  # the closest valid hook is suggested
-    duplicate = infos["zz-duplicate"].status
-    assert "'lora' is registered by both plugin 'lora' and plugin 'zz-duplicate'" in duplicate
     assert infos["broken-import"].distribution == "tunery-broken"
-    # everything else still works, and the builtin lora is untouched
+    # everything else still works; a name provided twice is never resolved by load order
     assert all(infos[name].ok for name in BUILTIN)
-    assert type(engine.methods.get("lora")).__module__ == "tunery_lora"
+    conflict = ("method 'lora' is registered by both plugin 'lora' (tunery) and plugin 'zz-duplicate' "
+                "(tunery-broken); tunery will not choose between them")
+    assert any(conflict in p for p in infos["zz-duplicate"].problems)
+    assert any(conflict in p for p in infos["lora"].problems)
+    with pytest.raises(PluginError, match="TUNERY_DISABLE_PLUGINS=zz-duplicate"):
+        engine.methods.get("lora")
+    with pytest.raises(PluginError, match=re.escape(conflict)):
+        engine.train({"model": "m", "output_dir": "o", "method": "lora", "format": "alpaca", "data": {"train": ["x"]}})
+    assert type(Engine(env={"TUNERY_DISABLE_PLUGINS": "zz-duplicate"}).methods.get("lora")).__module__ == "tunery_lora"
 
 
 def test_strict_mode_makes_a_broken_plugin_fatal(broken_dist):
@@ -113,8 +120,8 @@ def test_allow_and_block_lists():
     assert {i.name for i in only.plugins if i.status == "disabled"} == BUILTIN - {"lora", "alpaca"}
     blocked = Engine(env={"TUNERY_DISABLE_PLUGINS": "lora"})
     assert "lora" not in blocked.methods and "full" in blocked.methods
-    none = Engine(env={"TUNERY_DISABLE_AUTOLOAD": "1"})
-    assert none.plugins == [] and len(none.methods) == 0
+    bare = Engine(env={"TUNERY_DISABLE_AUTOLOAD": "1"})  # only the essentials a run needs
+    assert {i.name for i in bare.plugins} == {"models", "none", "sft"} and len(bare.methods) == 0
 
 
 class BitFlip(Method):
@@ -188,8 +195,9 @@ def test_cli_plugins_json_lists_builtins_and_survives_broken_plugins(broken_dist
     assert out.returncode == 0, out.stderr
     listed = {p["name"]: p for p in json.loads(out.stdout)}
     assert BUILTIN <= set(listed)
-    assert set(listed["lora"]) == {"name", "distribution", "version", "status", "members", "hooks"}
-    assert set(listed["lora"]["members"]) == {"methods", "formatters", "quantizers", "evaluators"}
+    assert set(listed["lora"]) == {"name", "distribution", "version", "status", "members", "hooks", "problems"}
+    assert set(listed["lora"]["members"]) == {"methods", "objectives", "extensions", "formatters", "quantizers",
+                                              "evaluators"}
     assert listed["broken-import"]["status"].startswith("failed")
 
 
@@ -207,8 +215,12 @@ def test_cli_help_imports_no_heavy_library():
 def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_path):
     make_distribution(tmp_path, "tunery-everything", {"everything": """
         import click
-        from tunery import Evaluator, Formatter, Method, Quantizer, hookimpl
+        from tunery import Evaluator, Extension, Formatter, Method, Objective, Quantizer, hookimpl
 
+        class Ascend(Objective):
+            name = 'ascend'
+        class Noise(Extension):
+            name = 'noise'
         class Upper(Formatter):
             name = 'upper'
         class Half(Quantizer):
@@ -221,6 +233,12 @@ def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_pat
         @hookimpl
         def tunery_register_methods(registry):
             registry.add(Noop())
+        @hookimpl
+        def tunery_register_objectives(registry):
+            registry.add(Ascend())
+        @hookimpl
+        def tunery_register_extensions(registry):
+            registry.add(Noise())
         @hookimpl
         def tunery_register_formatters(registry):
             registry.add(Upper())
@@ -241,8 +259,8 @@ def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_pat
     env = {"PYTHONPATH": str(tmp_path)}
     listed = {p["name"]: p for p in json.loads(_cli("plugins", "--json", env_extra=env).stdout)}
     assert listed["everything"]["distribution"] == "tunery-everything" and listed["everything"]["version"] == "0.1"
-    assert listed["everything"]["members"] == {"methods": ["noop"], "formatters": ["upper"],
-                                               "quantizers": ["half"], "evaluators": ["count"]}
+    assert listed["everything"]["members"] == {"methods": ["noop"], "objectives": ["ascend"], "extensions": ["noise"],
+                                               "formatters": ["upper"], "quantizers": ["half"], "evaluators": ["count"]}
     out = _cli("hello", "world", env_extra=env)
     assert out.returncode == 0 and out.stdout.strip() == "hello world"
     assert "hello" in _cli("--help", env_extra=env).stdout

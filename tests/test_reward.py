@@ -1,4 +1,4 @@
-"""The reward method: trained from the CLI it ranks held-out pairs, reloads to the same scores,
+"""The reward objective: trained from the CLI it ranks held-out pairs, reloads to the same scores,
 and `tunery score` reproduces the evaluator."""
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ def reward_run(tiny_lm, preference_files, tmp_path_factory):
 
     train, heldout = preference_files
     out = tmp_path_factory.mktemp("reward") / "run"
-    result = CliRunner().invoke(cli, ["train", "--model", tiny_lm, "--method", "reward", "--format", "preference",
+    result = CliRunner().invoke(cli, ["train", "--model", tiny_lm, "--method", "lora", "--objective", "reward",
+                                      "--format", "preference",
                                       "--data", str(train), "--eval-data", str(heldout), "--output-dir", str(out),
-                                      "--max-steps", "8", "--set", "method.adapter_options.r=8", *TRAIN])
+                                      "--max-steps", "8", "--set", "method.r=8", *TRAIN])
     assert result.exit_code == 0, result.output
     return out
 
@@ -31,12 +32,11 @@ def reward_run(tiny_lm, preference_files, tmp_path_factory):
 def scores(model, tokenizer, run_dir, heldout):
     from tunery import Engine
     from tunery.preference import score_examples
-    from tunery.run import RunContext
+    from tunery import RunContext
 
     engine = Engine()
     config = engine.config(Path(run_dir) / "config.yaml")
-    run = RunContext(config=config, output_dir=Path(run_dir), engine=engine, data_task="preference",
-                     model_task="classification", tokenizer=tokenizer)
+    run = RunContext.create(engine, config, output_dir=Path(run_dir), tokenizer=tokenizer)
     formatter = engine.formatters.get("preference")
     rows = [json.loads(line) for line in Path(heldout).read_text().splitlines()]
     examples = [formatter.format(r, tokenizer, config.format.options, run) for r in rows]
@@ -119,8 +119,9 @@ def test_full_training_on_a_model_without_pad_token_saves_a_standalone_reward_mo
     assert AutoTokenizer.from_pretrained(lm_without_pad).pad_token is None
     train, heldout = preference_files
     out = tmp_path / "full"
-    result = run_cli("train", "--model", lm_without_pad, "--method", "reward", "--format", "preference", "--data", train,
-                     "--eval-data", heldout, "--output-dir", out, "--max-steps", "4", "--set", "method.adapter=full",
+    result = run_cli("train", "--model", lm_without_pad, "--method", "full", "--objective", "reward",
+                     "--format", "preference", "--data", train,
+                     "--eval-data", heldout, "--output-dir", out, "--max-steps", "4",
                      *TRAIN, "--set", "training.learning_rate=1e-3")
     assert result.exit_code == 0, result.output
     assert (out / "model" / "model.safetensors").is_file() and not (out / "adapter").exists()
@@ -134,16 +135,16 @@ def test_full_training_on_a_model_without_pad_token_saves_a_standalone_reward_mo
     assert reloaded["margin"] == pytest.approx(metrics["after"]["reward_accuracy/margin"], abs=1e-5)
 
 
-def test_adapter_option_is_validated_with_the_adapter_methods_own_keys(tiny_lm, preference_files, tmp_path):
+def test_preference_data_names_its_objective_and_methods_are_not_objectives(tiny_lm, preference_files, tmp_path):
     from tunery import ConfigError, Engine
 
     engine = Engine()
-    base = {"model": tiny_lm, "output_dir": str(tmp_path), "format": "preference",
+    base = {"model": tiny_lm, "output_dir": str(tmp_path), "format": "preference", "method": "lora",
             "data": {"train": [str(preference_files[0])]}}
-    with pytest.raises(ConfigError, match=r"unknown config key 'method\.adapter_options\.rank'.*valid keys here: alpha"):
-        engine.config({**base, "method": {"name": "reward", "adapter_options": {"rank": 4}}})
-    with pytest.raises(ConfigError, match=r"method\.adapter': no method named 'lorra'.*did you mean 'lora'"):
-        engine.config({**base, "method": {"name": "reward", "adapter": "lorra"}})
-    with pytest.raises(ConfigError, match="itself a preference method"):
-        engine.config({**base, "method": {"name": "dpo", "adapter": "reward"}})
-    assert engine.config({**base, "method": {"name": "reward", "adapter": "full"}}).evaluators[0].name == "reward_accuracy"
+    with pytest.raises(ConfigError, match=r"missing config key 'objective': preference data has no default objective; "
+                                          r"choose one of: .*dpo.*reward"):
+        engine.config(base)
+    with pytest.raises(ConfigError, match=r"config key 'method': 'reward' is an objective, not a method: "
+                                          r"name it under 'objective'"):
+        engine.config({**base, "method": "reward"})
+    assert engine.config({**base, "method": "full", "objective": "reward"}).evaluators[0].name == "reward_accuracy"

@@ -121,7 +121,8 @@ def test_bad_rows_are_reported_by_line_and_nothing_is_dropped_silently(run_cli, 
     report = json.loads((tmp_path / "s" / "bad_rows.json").read_text())
     assert report["total"] == 2 and report["by_reason"] == {"invalid JSON": 1, "missing column": 1}
     metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())
-    assert metrics["data"]["train"]["rows"] == 5 and metrics["data"]["train"]["examples"] == 4
+    assert metrics["data"]["train"]["rows"] == 5 and metrics["data"]["train"]["examples"] == 3
+    assert metrics["data"]["eval"]["held_out_from_train"] == 1  # 4 examples: 1 held out for the loss evaluator
 
 
 def test_an_existing_run_is_not_overwritten(run_cli, tiny_lm, alpaca_file, tmp_path):

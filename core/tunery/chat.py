@@ -10,10 +10,12 @@ earlier turns differently once later turns follow cannot be masked this way and 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 from .collate import IGNORE_INDEX
 from .errors import RowError
+from .text import missing
 
 #: Role names of OpenAI messages and ShareGPT conversations, mapped to chat-template roles.
 ROLES = {
@@ -26,10 +28,26 @@ _RAISE_OTHER = "{% else %}{{ raise_exception('this template has no role ' + mess
 
 #: Well-known chat templates, for tokenizers that bring none (``format.template: NAME``).
 TEMPLATES = {
+    # chatml renders function schemas (``tools``) and calls (``tool_calls``) as Qwen2.5 / Hermes do
     "chatml": (
-        "{% for message in messages %}"
-        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-        "{% endfor %}"
+        "{% set ns = namespace(skip=false) %}"
+        "{% if tools %}{{ '<|im_start|>system\\n' }}"
+        "{% if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}"
+        "{% set ns.skip = true %}{% endif %}"
+        "{{ '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n'"
+        " + 'You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+        "{% for tool in tools %}{{ '\\n' + (tool | tojson) }}{% endfor %}"
+        "{{ '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments '"
+        " + 'within <tool_call></tool_call> XML tags.<|im_end|>\\n' }}{% endif %}"
+        "{% for message in messages %}{% if not (loop.first and ns.skip) %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] }}"
+        "{% for call in message.get('tool_calls') or [] %}"
+        "{% set call = call['function'] if call['function'] is defined else call %}"
+        "{% if message['content'] or not loop.first %}{{ '\\n' }}{% endif %}"
+        "{{ '<tool_call>\\n{\"name\": ' + (call['name'] | tojson) + ', \"arguments\": ' + (call['arguments'] "
+        "if call['arguments'] is string else (call['arguments'] | tojson)) + '}\\n</tool_call>' }}"
+        "{% endfor %}{{ '<|im_end|>' + '\\n' }}"
+        "{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
     ),
     "llama-3": (
@@ -107,7 +125,7 @@ def read_messages(row: Mapping[str, Any], column: str | None = None, *, roles: M
     if column is None:
         column = next((c for c in ("messages", "conversations") if c in row), "messages")
     if column not in row or row[column] is None:
-        raise RowError("missing column", f"no '{column}' (columns present: {', '.join(map(str, row)) or 'none'})")
+        raise missing(row, column)
     raw = row[column]
     if not isinstance(raw, list):
         raise RowError("wrong type", f"'{column}' must be a list of messages, got {type(raw).__name__}")
@@ -130,12 +148,39 @@ def read_messages(row: Mapping[str, Any], column: str | None = None, *, roles: M
         weight = message.get(weight_key)
         if weight is not None and (weight not in (0, 1) or isinstance(weight, float) and not weight.is_integer()):
             raise RowError("wrong type", f"{where}: '{weight_key}' must be 0 or 1, got {weight!r}")
-        messages.append({"role": mapping[name], "content": content_text(message.get(ckey), where),
-                         "weight": None if weight is None else int(weight)})
+        item = {"role": mapping[name], "content": content_text(message.get(ckey), where),
+                "weight": None if weight is None else int(weight)}
+        calls = message.get("tool_calls")
+        if calls:  # OpenAI function calls of an assistant message, rendered by the template
+            if not isinstance(calls, list) or not all(isinstance(c, Mapping) for c in calls):
+                raise RowError("wrong type", f"{where}: 'tool_calls' must be a list of objects")
+            item["tool_calls"] = [dict(c) for c in calls]
+        messages.append(item)
     system = row.get(system_column) if system_column else None
     if isinstance(system, str) and system.strip() and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system, "weight": None})
     return messages
+
+
+def read_tools(row: Mapping[str, Any], column: str | None) -> list[dict] | None:
+    """The function schemas in ``row[column]`` (a list of objects, or that list as a JSON string as
+    in glaive / ShareGPT tool-use data), or None when the row has none."""
+    raw = row.get(column) if column else None
+    if isinstance(raw, str):
+        if not raw.strip():
+            return None
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise RowError("wrong type", f"'{column}' must be a list of function schemas (or that list as "
+                                         "JSON text); its text is not JSON") from None
+    if raw is None or raw == []:
+        return None
+    if isinstance(raw, Mapping):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(t, Mapping) for t in raw):
+        raise RowError("wrong type", f"'{column}' must be a list of function schemas (objects)")
+    return [dict(t) for t in raw]
 
 
 def trained_messages(messages: list[dict], train_on: str) -> list[bool]:
@@ -152,23 +197,25 @@ def trained_messages(messages: list[dict], train_on: str) -> list[bool]:
 
 
 def render(tokenizer: Any, messages: list[dict], trained: list[bool], template: str | None = None,
-           *, every_token: bool = False) -> dict:
+           *, every_token: bool = False, tools: list[dict] | None = None) -> dict:
     """``{"input_ids", "labels"}`` of ``messages`` rendered with ``template`` (see
     :func:`resolve_template`), with labels only on the tokens of trained messages (their
-    end-of-turn token included), or on every token when ``every_token``."""
+    end-of-turn token included), or on every token when ``every_token``. ``tools`` (function
+    schemas) and messages' ``tool_calls`` go to the template; one that does not render them is
+    refused, never ignored."""
     from jinja2 import TemplateError
 
     chat_template = resolve_template(tokenizer, template)
-    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    plain = [{k: v for k, v in m.items() if k != "weight"} for m in messages]
 
-    def text(upto: int, prompt: bool = False) -> str:
+    def text(upto: int, prompt: bool = False, convo: list[dict] = plain, schemas=tools) -> str:
         if upto == 0:
             return ""
-        return tokenizer.apply_chat_template(plain[:upto], chat_template=chat_template, tokenize=False,
-                                             add_generation_prompt=prompt)
+        return tokenizer.apply_chat_template(convo[:upto], chat_template=chat_template, tokenize=False,
+                                             add_generation_prompt=prompt, tools=schemas or None)
 
     for i, (message, on) in enumerate(zip(messages, trained)):
-        if on and message["role"] == "assistant" and not message["content"].strip():
+        if on and message["role"] == "assistant" and not message["content"].strip() and not message.get("tool_calls"):
             raise RowError("empty response", f"message {i + 1} (assistant) is empty")
 
     def span(i: int) -> tuple[int, int]:
@@ -180,6 +227,13 @@ def render(tokenizer: Any, messages: list[dict], trained: list[bool], template: 
 
     try:
         full = text(len(plain))
+        if tools and text(len(plain), schemas=None) == full:
+            raise RowError("tools not rendered", "the chat template ignores the row's tools (function schemas); "
+                                                 "use a template that renders them (format.template=chatml does)")
+        if any("tool_calls" in m for m in plain) and full == text(
+                len(plain), convo=[{k: v for k, v in m.items() if k != "tool_calls"} for m in plain]):
+            raise RowError("tools not rendered", "the chat template ignores the messages' tool_calls; "
+                                                 "use a template that renders them (format.template=chatml does)")
         spans = [(0, len(full))] if every_token else [span(i) for i, on in enumerate(trained) if on]
     except TemplateError as exc:
         raise RowError("template error", f"the chat template refused this conversation: {exc}") from None

@@ -75,7 +75,10 @@ def get_engine(ctx: click.Context):
     return root.obj
 
 
-def _setup_logging(verbose: bool) -> None:
+command_engine = get_engine  # the public name, for commands that plugins add
+
+
+def setup_logging(verbose: bool) -> None:
     """tunery's progress on stderr; the libraries' own progress bars and chatter off."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -108,21 +111,47 @@ def cli(debug: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("-v", "--verbose", is_flag=True, help="Show each member's description and options.")
 @click.pass_context
-def plugins(ctx: click.Context, as_json: bool) -> None:
+def plugins(ctx: click.Context, as_json: bool, verbose: bool) -> None:
     """List installed plugins, their status and the members they register."""
-    infos = get_engine(ctx).plugins
+    cli.list_commands(ctx)  # plugin commands load now, so a failing one shows below
+    engine = get_engine(ctx)
+    infos = engine.plugins
     if as_json:
-        click.echo(json.dumps([i.to_json() for i in infos], indent=2))
+        items = [i.to_json() for i in infos]
+        if verbose:
+            for item in items:
+                item["details"] = {family: {name: _member_details(engine, family, name) for name in names}
+                                   for family, names in item["members"].items() if names}
+        click.echo(json.dumps(items, indent=2, default=str))
         return
+    width = max([16, *(len(i.name) + 1 for i in infos)])
     for info in infos:
         members = "; ".join(f"{family}: {', '.join(names)}" for family, names in info.members.items() if names)
         source = f"{info.distribution} {info.version}".strip() or "-"
-        click.echo(f"{info.name:<16} {source:<22} {info.status}")
+        click.echo(f"{info.name:<{width}} {source:<22} {info.status}")
         if members:
-            click.echo(f"{'':<16} {members}")
+            click.echo(f"{'':<{width}} {members}")
+        for problem in info.problems:
+            click.echo(f"{'':<{width}} ! {problem}")
+        if verbose:
+            for family, names in info.members.items():
+                for name in names:
+                    details = _member_details(engine, family, name)
+                    click.echo(f"{'':<{width}}   {family[:-1]} {name}: {details['description']}")
+                    for key, value in details["options"].items():
+                        click.echo(f"{'':<{width}}     {key} = {value!r}")
         if info.error and _debug_requested():
             click.echo(info.error, err=True)
+
+
+def _member_details(engine, family: str, name: str) -> dict:
+    registry = engine.host.registries[family]
+    if registry.conflict(name):
+        return {"description": registry.conflict(name), "options": {}}
+    member = registry.get(name)
+    return {"description": member.description or "", "options": member.describe_options()}
 
 
 @cli.command()
@@ -140,8 +169,8 @@ def models(ctx: click.Context) -> None:
 
 
 QUICK_OPTIONS = {
-    "model": "model", "method": "method", "format": "format", "output_dir": "output_dir",
-    "quantizer": "quantizer", "evaluators": "evaluators", "max_steps": "training.max_steps",
+    "model": "model", "method": "method", "objective": "objective", "format": "format", "output_dir": "output_dir",
+    "quantizer": "quantizer", "evaluators": "evaluators", "extensions": "extensions", "max_steps": "training.max_steps",
     "epochs": "training.epochs", "eval_data": "data.eval", "seed": "seed",
 }
 
@@ -149,13 +178,15 @@ QUICK_OPTIONS = {
 @cli.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--model", help="Model reference: hub id, local folder or .gguf file.")
-@click.option("--method", help="Tuning method plugin (see `tunery plugins`).")
+@click.option("--method", help="Tuning method plugin: what trains (see `tunery plugins`).")
+@click.option("--objective", help="Objective plugin: what is optimised (default: sft for supervised data).")
 @click.option("--format", "format", help="Data formatter plugin.")
 @click.option("--data", "data", multiple=True, help="Training data: file, folder or glob (repeatable).")
 @click.option("--eval-data", help="Evaluation data file.")
 @click.option("--output-dir", help="Run folder to write.")
 @click.option("--quantizer", help="Quantizer plugin (default: none).")
 @click.option("--evaluators", help="Comma-separated evaluator plugins.")
+@click.option("--extensions", help="Comma-separated extension plugins, applied in order.")
 @click.option("--max-steps", type=int, help="Stop after this many optimizer steps.")
 @click.option("--epochs", type=float, help="Number of epochs.")
 @click.option("--seed", type=int, help="Random seed.")
@@ -168,13 +199,13 @@ QUICK_OPTIONS = {
 @click.pass_context
 def train(ctx, config, data, overrides, overwrite, resume, force_resume, verbose, **quick) -> None:
     """Fine-tune a model, from CONFIG (YAML) or from the quick-form options."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     raw: dict = {}
     if config:
         from .config import load_raw
 
         raw = load_raw(config)
-    sets = [f"{QUICK_OPTIONS[k]}={json.dumps(v) if isinstance(v, str) and k != 'evaluators' else v}"
+    sets = [f"{QUICK_OPTIONS[k]}={json.dumps(v) if isinstance(v, str) and k not in ('evaluators', 'extensions') else v}"
             for k, v in quick.items() if v is not None]
     if data:
         sets.append(f"data.train={json.dumps(list(data))}")
@@ -188,8 +219,9 @@ def train(ctx, config, data, overrides, overwrite, resume, force_resume, verbose
         raise click.UsageError("give a CONFIG file, or at least --model, --method, --format, --data and --output-dir")
     engine = get_engine(ctx)
     run_config = engine.config(raw, [*sets, *overrides])
-    click.echo(f"run: {run_config.method.name} on {run_config.model} with {run_config.format.name} data "
-               f"-> {run_config.output_dir}", err=True)
+    extensions = "".join(f" + {c.name}" for c in run_config.extensions)
+    click.echo(f"run: method {run_config.method.name}, objective {run_config.objective.name}{extensions} on "
+               f"{run_config.model} with {run_config.format.name} data -> {run_config.output_dir}", err=True)
     result = engine.train(run_config)
     _print_samples(result.samples)
     train_metrics = result.metrics["train"]
@@ -309,7 +341,7 @@ format:                 # required: the data formatter
 
 data:
   train: data/train.json    # required: file, folder or glob (json, jsonl, csv, parquet, txt)
-  val_split: 0.1            # or  eval: data/eval.json
+  val_split: 0.1            # or  eval: data/eval.json; unset: 10% (1..200) held out for the evaluators
   max_length: 512
   on_bad_row: error         # or skip (bad rows are counted and written to bad_rows.json)
 
@@ -360,7 +392,7 @@ def init(path: str, force: bool) -> None:
 @click.pass_context
 def generate(ctx, target, prompts, chat, max_new_tokens, temperature) -> None:
     """Generate with a run folder (base + adapter, or full model) or any model reference."""
-    _setup_logging(False)
+    setup_logging(False)
     outputs = get_engine(ctx).generate(target, list(prompts), chat=chat, max_new_tokens=max_new_tokens,
                                        temperature=temperature)
     for prompt, output in zip(prompts, outputs):
@@ -375,7 +407,7 @@ def generate(ctx, target, prompts, chat, max_new_tokens, temperature) -> None:
 @click.pass_context
 def merge(ctx, run_dir, output_dir) -> None:
     """Fold a run's adapter into the base weights: a standalone model folder."""
-    _setup_logging(False)
+    setup_logging(False)
     out = get_engine(ctx).merge(run_dir, output_dir)
     click.echo(f"merged model written to {out}")
 
@@ -396,7 +428,7 @@ def merge(ctx, run_dir, output_dir) -> None:
 @click.pass_context
 def eval_(ctx, target, evaluators, data, format, overrides, compare, output) -> None:
     """Evaluate a run folder or model (TARGET), or compare two runs (--compare RUN_A RUN_B)."""
-    _setup_logging(False)
+    setup_logging(False)
     if compare:
         if target:
             raise click.UsageError("give either TARGET or --compare RUN_A RUN_B, not both")

@@ -1,9 +1,9 @@
 """The run configuration: one YAML file (plus ``--set`` overrides) that fully describes a run.
 
-Core keys are validated here; each plugin section (``method``, ``format``, ``quantizer``,
-``evaluators``) is validated by the plugin that owns it. A section is written either as a
-name (``method: lora``) or as a mapping with ``name`` and that plugin's options
-(``method: {name: lora, r: 8}``).
+Core keys are validated here; each plugin section (``method``, ``objective``, ``format``,
+``quantizer``, and the lists ``extensions`` and ``evaluators``) is validated by the plugin that
+owns it. A section is written either as a name (``method: lora``) or as a mapping with
+``name`` and that plugin's options (``method: {name: lora, r: 8}``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class DataConfig:
 
     train: list[str] = dataclasses.field(default_factory=list)
     eval: list[str] = dataclasses.field(default_factory=list)
-    val_split: float = 0.0
+    val_split: float | None = None  # None: 10% (1..200) held out when evaluators run without data.eval
     max_length: int = 512
     packing: bool | None = None  # None: on for causal-LM data when the method supports it
     on_bad_row: Literal["error", "skip"] = "error"
@@ -37,7 +37,10 @@ class DataConfig:
     def validate(self, where: str) -> None:
         if not self.train:
             raise ConfigError(f"missing required config key '{where}.train' (a data file, folder or glob)")
-        if not 0.0 <= self.val_split < 1.0:
+        from .data import absolute  # recorded absolute: a run's config.yaml reads the same files from anywhere
+
+        self.train, self.eval = [absolute(p) for p in self.train], [absolute(p) for p in self.eval]
+        if self.val_split is not None and not 0.0 <= self.val_split < 1.0:
             raise ConfigError(f"config key '{where}.val_split' must be in [0, 1), got {self.val_split}")
         at_least(self, where, max_length=8)
 
@@ -76,6 +79,18 @@ class TrainingConfig:
             raise ConfigError(f"config key '{where}.warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
         if self.learning_rate <= 0:
             raise ConfigError(f"config key '{where}.learning_rate' must be positive, got {self.learning_rate}")
+        if self.epochs <= 0:
+            raise ConfigError(f"config key '{where}.epochs' must be positive, got {self.epochs} "
+                              f"(set {where}.max_steps to train a number of steps instead)")
+        if self.max_grad_norm < 0:
+            raise ConfigError(f"config key '{where}.max_grad_norm' must be 0 or more, got {self.max_grad_norm} "
+                              "(0 turns gradient clipping off)")
+        fp16 = coerce(self.extra.get("fp16", False), bool, f"{where}.extra.fp16")
+        if fp16 and self.bf16:
+            raise ConfigError(f"config keys '{where}.bf16' and '{where}.extra.fp16' are both true; "
+                              "choose one precision")
+        if fp16 and self.bf16 is None:  # an explicit fp16 turns the automatic bf16 off
+            self.bf16 = False
         at_least(self, where, eval_steps=1)
 
 
@@ -133,8 +148,10 @@ class RunConfig:
     model: str
     output_dir: str
     method: Choice
+    objective: Choice
     format: Choice
     quantizer: Choice
+    extensions: list[Choice]
     evaluators: list[Choice]
     data: DataConfig
     training: TrainingConfig
@@ -152,7 +169,7 @@ class RunConfig:
             value = getattr(self, f.name)
             if isinstance(value, Choice):
                 out[f.name] = value.to_dict()
-            elif isinstance(value, list) and value and isinstance(value[0], Choice):
+            elif f.name in LISTS:
                 out[f.name] = [c.to_dict() for c in value]
             elif dataclasses.is_dataclass(value):
                 out[f.name] = to_dict(value)
@@ -165,14 +182,16 @@ class RunConfig:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
 
 
-SECTIONS = {"method": "methods", "format": "formatters", "quantizer": "quantizers"}
+MAX_SEED = 2**32 - 1  # numpy's seed range, which transformers.set_seed uses
+SECTIONS = {"method": "methods", "objective": "objectives", "format": "formatters", "quantizer": "quantizers"}
+LISTS = {"extensions": "extensions", "evaluators": "evaluators"}
 SIMPLE = {
     "model": str, "output_dir": str, "seed": int, "trust_remote_code": bool, "overwrite": bool,
     "resume": str | None, "resume_force": bool,
 }
 NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig,
           "early_stopping": EarlyStoppingConfig}
-TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | {"evaluators"}
+TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | set(LISTS)
 
 
 def load_raw(source: Mapping[str, Any] | str | os.PathLike) -> dict:
@@ -194,21 +213,40 @@ def load_raw(source: Mapping[str, Any] | str | os.PathLike) -> dict:
         raise ConfigError(f"config file '{path}' must hold a mapping of keys, not {type(raw).__name__}")
     base = path.parent
     data = raw.get("data")
-    if isinstance(data, dict):  # data paths in a file are relative to the file
+    if isinstance(data, dict):  # data paths in a file are relative to the file's folder
         for key in ("train", "eval"):
             if isinstance(data.get(key), str):
-                data[key] = _relative(data[key], base)
+                data[key] = _relative(data[key], base, f"data.{key}", path)
             elif isinstance(data.get(key), list):
-                data[key] = [_relative(p, base) if isinstance(p, str) else p for p in data[key]]
+                data[key] = [_relative(p, base, f"data.{key}[{i}]", path) if isinstance(p, str) else p
+                             for i, p in enumerate(data[key])]
     return raw
 
 
-def _relative(value: str, base: Path) -> str:
-    """A data path written in a config file is relative to that file when it exists there."""
-    candidate = base / value
-    if not os.path.isabs(value) and (candidate.exists() or (any(ch in value for ch in "*?[") and not Path(value).parent.exists())):
-        return str(candidate)
-    return value
+def _relative(value: str, base: Path, key: str, config: Path) -> str:
+    """A data path written in a config file, resolved against the config file's folder (a hub
+    name ``org/name`` stays one unless such a path exists there). A path that exists only
+    relative to the working directory is refused, naming both places."""
+    import glob
+
+    from .data import HUB_NAME, SUFFIXES
+
+    if os.path.isabs(value):
+        return value
+    candidate = str(base / value)
+    pattern = any(ch in value for ch in "*?[")
+    found = glob.glob(candidate, recursive=True) if pattern else os.path.lexists(candidate)
+    if found:
+        return candidate
+    if glob.glob(value, recursive=True) if pattern else os.path.lexists(value):
+        raise ConfigError(
+            f"config key '{key}' in {config}: '{value}' is not beside the config file (tried "
+            f"{os.path.abspath(candidate)}) but exists at {os.path.abspath(value)}; data paths in a config file "
+            "are relative to the config file's folder: write the path from there, or an absolute one"
+        )
+    if not pattern and HUB_NAME.fullmatch(value) and Path(value).suffix.lower() not in SUFFIXES:
+        return value  # a `datasets` hub name
+    return candidate  # missing everywhere: reading it names the absolute path tried
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -266,39 +304,62 @@ def parse_config(raw: Mapping[str, Any], registries: Mapping[str, Any]) -> RunCo
     for key, tp in SIMPLE.items():
         if key in raw:
             values[key] = coerce(raw[key], tp, key)
+    if not 0 <= values.get("seed", 0) <= MAX_SEED:
+        raise ConfigError(f"config key 'seed' must be in 0..{MAX_SEED} (2**32-1), got {values['seed']}")
     for key, cls in NESTED.items():
         section = raw.get(key) or {}
         if not isinstance(section, Mapping):
             raise ConfigError(f"config key '{key}' must be a mapping, got {section!r}")
         values[key] = parse(cls, section, key)
+    task = _member(registries["formatters"], _section(raw["format"], "format")[0], "format").task
     for key, family in SECTIONS.items():
-        name, options = _section(raw.get(key, "none"), key)
-        member = _member(registries[family], name, key)
+        if key not in raw or raw[key] is None:
+            raw[key] = _default_objective(registries, task) if key == "objective" else "none"
+        name, options = _section(raw[key], key)
+        member = _member(registries[family], name, key, registries)
         values[key] = Choice(name, member.parse_options(options, key))
-    evaluators = raw.get("evaluators")
-    if evaluators is None:  # the defaults that can measure this formatter's data
-        task = registries["formatters"].get(values["format"].name).task
-        evaluators = [e.name for e in registries["evaluators"] if e.default and task in e.tasks]
-    if isinstance(evaluators, str):
-        evaluators = [e.strip() for e in evaluators.split(",") if e.strip()]
-    if not isinstance(evaluators, list):
-        raise ConfigError(f"config key 'evaluators' must be a list of evaluator names or mappings, got {evaluators!r}")
-    choices = []
-    for i, item in enumerate(evaluators):
-        name, options = _section(item, f"evaluators[{i}]")
-        member = _member(registries["evaluators"], name, f"evaluators[{i}]")
-        choices.append(Choice(name, member.parse_options(options, f"evaluators[{i}]")))
-    values["evaluators"] = choices
+    if raw.get("evaluators") is None:  # the defaults that can measure this formatter's data
+        raw["evaluators"] = [e.name for e in registries["evaluators"] if e.default and task in e.tasks]
+    for key, family in LISTS.items():
+        items = raw.get(key) or []
+        if isinstance(items, str):
+            items = [e.strip() for e in items.split(",") if e.strip()]
+        if not isinstance(items, list):
+            raise ConfigError(f"config key '{key}' must be a list of {family} names or mappings, got {items!r}")
+        choices = []
+        for i, item in enumerate(items):
+            name, options = _section(item, f"{key}[{i}]")
+            member = _member(registries[family], name, f"{key}[{i}]", registries)
+            choices.append(Choice(name, member.parse_options(options, f"{key}[{i}]")))
+        names = [c.name for c in choices]
+        if key == "extensions" and len(set(names)) < len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ConfigError(f"config key 'extensions' names '{twice}' twice; give it once, with all its options")
+        values[key] = choices
     return RunConfig(**values)
 
 
-def _member(registry, name: str, where: str):
+def _default_objective(registries, task: str) -> str:
+    """The objective a run of ``task`` data uses when it names none."""
+    defaults = [o.name for o in registries["objectives"] if o.default and task in o.tasks]
+    if defaults:
+        return defaults[0]
+    able = [o.name for o in registries["objectives"] if task in o.tasks]
+    raise ConfigError(f"missing config key 'objective': {task} data has no default objective; "
+                      f"choose one of: {', '.join(able) or 'none installed'} (e.g. objective: {able[0] if able else '...'})")
+
+
+KEY_OF_FAMILY = {**{family: key for key, family in SECTIONS.items()}, **{family: key for key, family in LISTS.items()}}
+
+
+def _member(registry, name: str, where: str, registries=None):
     if name not in registry:
-        installed = ", ".join(registry.names()) or "none"
-        raise ConfigError(
-            f"config key '{where}': no {registry.family[:-1]} named '{name}'{closest(name, registry.names())}; "
-            f"installed: {installed}"
-        )
+        other = next((r for r in (registries or {}).values() if r is not registry and name in r), None)
+        if other is not None:
+            article = "an" if other.family[0] in "aeiou" else "a"
+            raise ConfigError(f"config key '{where}': '{name}' is {article} {other.family[:-1]}, not a "
+                              f"{registry.family[:-1]}: name it under '{KEY_OF_FAMILY[other.family]}'")
+        raise ConfigError(f"config key '{where}': {registry.unknown(name)}")
     return registry.get(name)
 
 

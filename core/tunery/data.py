@@ -11,6 +11,7 @@ bad row is reported exactly. A formatter turns each row into examples; a bad row
 from __future__ import annotations
 
 import collections
+import contextvars
 import dataclasses
 import glob
 import hashlib
@@ -62,51 +63,141 @@ class Row:
     source: Source
 
 
+def is_hub_name(spec: str) -> bool:
+    """Whether ``spec`` names a `datasets` hub data set (``org/name[:split]``, no such local path)."""
+    return bool(HUB_NAME.fullmatch(spec)) and not os.path.lexists(spec) and Path(spec).suffix.lower() not in SUFFIXES
+
+
+def absolute(spec: str) -> str:
+    """``spec`` as an absolute path (a hub name as it is)."""
+    return spec if is_hub_name(spec) else os.path.abspath(spec)
+
+
 def expand_paths(specs: list[str]) -> list[str]:
-    """Files named by ``specs`` (files, folders, globs), in a stable order; a DataError otherwise."""
+    """Files named by ``specs`` (files, folders, globs), in a stable order, each file once (a
+    symlink loop does not repeat it); a DataError for a missing file or a broken symlink."""
     files: list[str] = []
     for spec in specs:
         if any(ch in spec for ch in "*?["):
-            matches = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+            matches = _data_files(sorted(glob.glob(spec, recursive=True)), f"glob '{spec}'", only_data=False)
             if not matches:
                 raise DataError(f"no data file matches '{spec}'")
             files.extend(matches)
         elif os.path.isdir(spec):
-            matches = sorted(str(p) for p in Path(spec).rglob("*") if p.suffix in SUFFIXES and p.is_file())
+            found = sorted(str(p) for p in Path(spec).rglob("*") if p.suffix in SUFFIXES)
+            matches = _data_files(found, f"data folder '{spec}'", only_data=True)
             if not matches:
                 raise DataError(f"data folder '{spec}' holds no {', '.join(SUFFIXES)} file")
             files.extend(matches)
         elif os.path.isfile(spec):
             files.append(spec)
+        elif os.path.islink(spec):
+            raise DataError(f"data file '{spec}' is a broken symlink (to '{os.readlink(spec)}'); fix or remove it")
         elif HUB_NAME.fullmatch(spec) and Path(spec).suffix.lower() not in SUFFIXES:
             files.append(spec)  # a `datasets` hub name, read by read_rows
         else:
             raise DataError(
-                f"data file '{spec}' does not exist (give a file, a folder, a glob, or a cached `datasets` name)"
+                f"data file '{spec}' does not exist (looked for {os.path.abspath(spec)}; data paths in a config "
+                "file are relative to the config file's folder, on the command line to the working directory); "
+                "give a file, a folder, a glob, or a cached `datasets` name"
             )
     return files
 
 
+def _data_files(paths: list[str], where: str, only_data: bool) -> list[str]:
+    """The files among ``paths``, each real file once; a broken symlink is an error."""
+    out, seen = [], set()
+    for path in paths:
+        if os.path.islink(path) and not os.path.exists(path):
+            raise DataError(f"{where}: '{path}' is a broken symlink (to '{os.readlink(path)}'); fix or remove it")
+        if not os.path.isfile(path) or (only_data and Path(path).suffix not in SUFFIXES):
+            continue
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            out.append(path)
+    return out
+
+
+MAX_DEPTH = 100  # nesting deeper than this in one row is refused (real data nests a handful of levels)
+
+
+class _NotJSON:
+    """What ``NaN``/``Infinity`` parse to, so the row holding one is refused."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _json_loads(text: str):
+    return json.loads(text, parse_constant=_NotJSON)
+
+
+def row_problem(value: Any) -> tuple[str, str] | None:
+    """(reason, detail) when a parsed row cannot be trained on as it is: a NaN/Infinity constant
+    (not JSON), a lone surrogate or undecodable byte in a string, nesting deeper than
+    :data:`MAX_DEPTH`; None when it is fine."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return "too deeply nested", f"nested deeper than {MAX_DEPTH} levels"
+        if isinstance(item, _NotJSON):
+            return "invalid JSON", f"{item.name} is not valid JSON (write null, a number or a string)"
+        if isinstance(item, str):
+            bad = _bad_text(item)
+            if bad:
+                return "invalid text", bad
+        elif isinstance(item, dict):
+            stack.extend((k, depth + 1) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+def _bad_text(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as exc:
+        char = ord(text[exc.start])
+        if 0xDC80 <= char <= 0xDCFF:  # an undecodable byte, kept by errors="surrogateescape"
+            return f"byte 0x{char - 0xDC00:02x} is not UTF-8 (save the file as UTF-8)"
+        return f"lone surrogate \\u{char:04x} is not valid Unicode text"
+
+
+def _read_text(path: str) -> str:
+    """The text of ``path`` (a leading UTF-8 BOM dropped; bytes that are not UTF-8 kept as
+    surrogates so that the rows holding them are reported, not the whole file)."""
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8-sig", errors="surrogateescape")
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """(1-based number, line) of ``text``, split at newlines only (not at U+2028 and friends)."""
+    for n, line in enumerate(text.split("\n"), 1):
+        yield n, line[:-1] if line.endswith("\r") else line
+
+
 def read_rows(path: str, problems: list[Problem]) -> Iterator[Row]:
-    """Rows of one file; unreadable rows (invalid JSON...) are appended to ``problems``."""
+    """Rows of one file; unreadable rows (invalid JSON, bad text...) are appended to ``problems``."""
     suffix = Path(path).suffix.lower()
     if not os.path.exists(path) and HUB_NAME.fullmatch(path):
         for n, record in enumerate(load_hub(path), 1):
             yield Row(record, Source(path, row=n))
     elif suffix == ".txt":
-        with open(path, encoding="utf-8", errors="strict") as f:
-            for n, line in enumerate(f, 1):
-                text = line.rstrip("\n")
-                if text.strip():
+        for n, text in _lines(_read_text(path)):
+            if text.strip():
+                bad = _bad_text(text)
+                if bad:
+                    problems.append(Problem(Source(path, line=n), "invalid text", bad))
+                else:
                     yield Row({"text": text}, Source(path, line=n))
     elif suffix in (".jsonl", ".json"):
         yield from _read_json(path, problems)
     elif suffix == ".csv":
-        import csv
-
-        with open(path, newline="", encoding="utf-8") as f:
-            for n, record in enumerate(csv.DictReader(f), 1):
-                yield Row(dict(record), Source(path, row=n))
+        yield from _read_csv(path, problems)
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -116,25 +207,75 @@ def read_rows(path: str, problems: list[Problem]) -> Iterator[Row]:
         raise DataError(f"data file '{path}' has an unknown type '{suffix}'; use one of {', '.join(SUFFIXES)}")
 
 
+def _read_csv(path: str, problems: list[Problem]) -> Iterator[Row]:
+    """CSV rows by header; a row with more or fewer fields than the header (an unquoted comma in
+    a value...) is a bad row, never cut to fit."""
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        n = 0
+        for fields in reader:
+            if not fields:  # a blank line
+                continue
+            n += 1
+            source = Source(path, line=reader.line_num, row=n)
+            if len(fields) != len(header):
+                problems.append(Problem(source, "wrong field count",
+                                        f"{len(fields)} fields, the header has {len(header)} "
+                                        "(a value holding a comma must be in double quotes)"))
+                continue
+            record = dict(zip(header, fields))
+            bad = row_problem(record)
+            if bad:
+                problems.append(Problem(source, *bad))
+            else:
+                yield Row(record, source)
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+
+
 def _read_json(path: str, problems: list[Problem]) -> Iterator[Row]:
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+    text = _read_text(path)
+    if text.lstrip().startswith("["):
         try:
-            records = json.loads(text)
+            records = _json_loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); the whole file is one JSON list") from None
+        except RecursionError:
+            raise DataError(f"{path}: invalid JSON (nested too deeply); the whole file is one JSON list") from None
         for n, record in enumerate(records, 1):
-            yield Row(record, Source(path, row=n))
+            bad = row_problem(record)
+            if bad:
+                problems.append(Problem(Source(path, row=n), *bad))
+            else:
+                yield Row(record, Source(path, row=n))
         return
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in _lines(text):
         if not line.strip():
             continue
+        source = Source(path, line=n)
+        bad = _bad_text(line)
+        if bad:
+            problems.append(Problem(source, "invalid text", bad))
+            continue
         try:
-            yield Row(json.loads(line), Source(path, line=n))
+            record = _json_loads(line)
         except json.JSONDecodeError as exc:
-            problems.append(Problem(Source(path, line=n), "invalid JSON", exc.msg))
+            problems.append(Problem(source, "invalid JSON", exc.msg))
+            continue
+        except RecursionError:
+            problems.append(Problem(source, "too deeply nested", f"nested deeper than {MAX_DEPTH} levels"))
+            continue
+        bad = row_problem(record)
+        if bad:
+            problems.append(Problem(source, *bad))
+        else:
+            yield Row(record, source)
 
 
 def offline() -> bool:
@@ -176,12 +317,16 @@ class Examples:
     problems: list[Problem]
     truncated: int = 0
     dropped: int = 0  # too long with data.truncation=drop
+    notes: dict = dataclasses.field(default_factory=dict)  # what the formatter changed: {note: rows}
 
     def summary(self) -> dict:
         counts = collections.Counter(p.reason for p in self.problems)
-        return {"files": self.files, "rows": self.rows, "examples": len(self.examples),
-                "bad_rows": len(self.problems), "bad_rows_by_reason": dict(counts), "truncated": self.truncated,
-                "dropped_too_long": self.dropped}
+        out = {"files": self.files, "rows": self.rows, "examples": len(self.examples),
+               "bad_rows": len(self.problems), "bad_rows_by_reason": dict(counts), "truncated": self.truncated,
+               "dropped_too_long": self.dropped}
+        if self.notes:
+            out["notes"] = dict(self.notes)
+        return out
 
 
 def load_rows(specs: list[str], limit: int | None = None) -> tuple[list[Row], list[str], list[Problem]]:
@@ -190,17 +335,40 @@ def load_rows(specs: list[str], limit: int | None = None) -> tuple[list[Row], li
     problems: list[Problem] = []
     rows: list[Row] = []
     for path in files:
+        before = (len(rows), len(problems))
         for row in read_rows(path, problems):
             rows.append(row)
             if limit is not None and len(rows) >= limit:
                 return rows, files, problems
+        if (len(rows), len(problems)) == before:
+            raise DataError(f"no rows in {path}: the file is empty; remove it from the data or fill it")
     return rows, files, problems
 
 
-def format_rows(rows: list[Row], formatter, options, tokenizer, run,
-                problems: list[Problem]) -> tuple[list[dict], int, int]:
+_NOTES: contextvars.ContextVar[collections.Counter | None] = contextvars.ContextVar("tunery_notes", default=None)
+
+
+def note(what: str) -> None:
+    """Count a change a formatter made to the row it is formatting (e.g. "prompt taken as the
+    longest common prefix"); the counts appear in the data summary and in ``tunery data check``."""
+    counter = _NOTES.get()
+    if counter is not None:
+        counter[what] += 1
+
+
+def format_rows(rows: list[Row], formatter, options, tokenizer, run, problems: list[Problem],
+                notes: collections.Counter | None = None) -> tuple[list[dict], int, int]:
     """Examples for ``rows``, the number truncated and the number dropped as too long
-    (``data.truncation=drop``); bad rows (including those left with nothing to learn) go to ``problems``."""
+    (``data.truncation=drop``); bad rows (including those left with nothing to learn) go to
+    ``problems``, the counts of what the formatter noted (:func:`note`) to ``notes``."""
+    token = _NOTES.set(collections.Counter() if notes is None else notes)
+    try:
+        return _format_rows(rows, formatter, options, tokenizer, run, problems)
+    finally:
+        _NOTES.reset(token)
+
+
+def _format_rows(rows, formatter, options, tokenizer, run, problems):
     data = run.config.data
     examples: list[dict] = []
     truncated = dropped = 0

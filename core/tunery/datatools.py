@@ -10,6 +10,7 @@ the same inputs skips reading and tokenisation.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import inspect
@@ -26,10 +27,10 @@ from .errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
-    from .run import RunContext
+    from .context import RunContext
 
 MARK_OPEN, MARK_CLOSE = "\u27e6", "\u27e7"  # ⟦trained⟧ spans in previews
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 
 
 @dataclasses.dataclass
@@ -49,17 +50,18 @@ def formatting_context(engine: Engine, format_name: str, options: dict | None, t
     """A :class:`~tunery.run.RunContext` that can format data outside a training run (for the
     data tools and the formatter conformance kit)."""
     from .config import Choice, DataConfig, GenerationConfig, RunConfig, TrainingConfig
-    from .run import RunContext
+    from .context import RunContext
 
     formatter = engine.formatters.get(format_name)
     config = RunConfig(
-        model=model, output_dir="", method=Choice("", None), quantizer=Choice("none", None), evaluators=[],
+        model=model, output_dir="", method=Choice("", None), objective=Choice("", None),
+        quantizer=Choice("none", None), extensions=[], evaluators=[],
         format=Choice(format_name, formatter.parse_options(options, "format")),
         data=DataConfig(train=list(specs), max_length=max_length, truncation=truncation),
         training=TrainingConfig(), generation=GenerationConfig(), seed=seed,
     )
     return RunContext(config=config, output_dir=Path("."), engine=engine, data_task=formatter.task,
-                      tokenizer=tokenizer)
+                      model_task=formatter.task, tokenizer=tokenizer)
 
 
 def read_split(run: RunContext, specs: list[str], split: str) -> tuple[list, list[str], list]:
@@ -83,9 +85,10 @@ def label_names(run: RunContext, rows: list) -> list[str] | None:
 
 
 def format_split(run: RunContext, rows: list, files: list[str], problems: list) -> datapipe.Examples:
+    notes = collections.Counter()
     examples, truncated, dropped = datapipe.format_rows(rows, run.formatter, run.config.format.options,
-                                                        run.tokenizer, run, problems)
-    return datapipe.Examples(examples, files, len(rows), problems, truncated, dropped)
+                                                        run.tokenizer, run, problems, notes)
+    return datapipe.Examples(examples, files, len(rows), problems, truncated, dropped, dict(notes))
 
 
 def prepare_data(run: RunContext) -> Prepared:
@@ -156,7 +159,7 @@ def _save(folder: Path, prepared: Prepared) -> None:
         with open(tmp / f"{split}.jsonl", "w") as f:
             f.writelines(json.dumps(ex) + "\n" for ex in part.examples)
         meta[split] = {"files": part.files, "rows": part.rows, "truncated": part.truncated,
-                       "dropped": part.dropped, "problems": [p.to_json() for p in part.problems]}
+                       "dropped": part.dropped, "notes": part.notes, "problems": [p.to_json() for p in part.problems]}
     (tmp / "meta.json").write_text(json.dumps(meta))
     try:
         os.rename(tmp, folder)
@@ -173,7 +176,8 @@ def _load(folder: Path) -> Prepared:
             examples = [json.loads(line) for line in f]
         problems = [datapipe.Problem(datapipe.Source(p["file"], p["line"], p["row"]), p["reason"], p["detail"])
                     for p in m["problems"]]
-        parts[split] = datapipe.Examples(examples, m["files"], m["rows"], problems, m["truncated"], m["dropped"])
+        parts[split] = datapipe.Examples(examples, m["files"], m["rows"], problems, m["truncated"], m["dropped"],
+                                         m["notes"])
     return Prepared(parts["train"], parts["eval"], meta["labels"], cached=True)
 
 
@@ -207,13 +211,12 @@ def check(engine: Engine, format_name: str, specs: list[str], *, options: dict |
 
 def check_report(result: datapipe.Examples) -> list[str]:
     """The lines ``tunery data check`` prints: each bad row, then the counts per reason."""
-    import collections
-
     lines = [str(p) for p in result.problems]
     counts = collections.Counter(p.reason for p in result.problems)
     lines.append(f"{result.rows} row(s) read from {len(result.files)} file(s): {len(result.examples)} example(s), "
                  f"{len(result.problems)} bad row(s)")
     lines += [f"  {reason}: {n}" for reason, n in counts.most_common()]
+    lines += [f"  note: {what}: {n} row(s)" for what, n in result.notes.items()]
     return lines
 
 
@@ -268,8 +271,12 @@ def summary_lines(summary: dict, output_dir: str | os.PathLike) -> list[str]:
         if not s.get("rows") and not s.get("examples"):
             continue
         line = f"{split} data: {s['rows']} rows -> {s['examples']} examples"
+        if s.get("held_out_from_train"):
+            line = (f"eval data: {s['held_out_from_train']} examples held out from the training data"
+                    + (" (automatically; data.val_split=0 turns this off)" if s.get("held_out_auto") else ""))
         extras = [f"{s[k]} {label}" for k, label in (("truncated", "truncated"), ("dropped_too_long", "dropped as too long"))
                   if s.get(k)]
+        extras += [f"{n} rows: {what}" for what, n in (s.get("notes") or {}).items()]
         if s.get("bad_rows"):
             reasons = ", ".join(f"{r}: {c}" for r, c in s["bad_rows_by_reason"].items())
             extras.append(f"{s['bad_rows']} bad rows skipped ({reasons}; see {Path(output_dir) / 'bad_rows.json'})")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import ModelSourceError, PluginError
+from .errors import ModelSourceError
 from .plugins import PluginHost, PluginInfo
 
 log = logging.getLogger("tunery")
@@ -18,8 +18,11 @@ class Engine:
 
     ``autoload`` loads the plugins installed in the entry-point group ``tunery`` (subject to the
     ``TUNERY_*`` switches in ``env``); ``plugins`` are extra plugin objects registered directly,
-    e.g. by a platform or a test. ``env`` defaults to ``os.environ``; ``cache_dir`` to
-    ``$TUNERY_CACHE`` or ``~/.cache/tunery``.
+    e.g. by a platform or a test (registered after the installed ones, so they are asked first
+    by ``firstresult`` hooks such as ``tunery_resolve_model``). Without autoload, the engine
+    still adds tunery's essentials where ``plugins`` do not provide them: the model sources
+    (``models``), the quantizer ``none`` and the default objective ``sft``. ``env`` defaults to
+    ``os.environ``; ``cache_dir`` to ``$TUNERY_CACHE`` or ``~/.cache/tunery``.
     """
 
     def __init__(self, *, autoload: bool = True, plugins: Iterable[Any] = (),
@@ -49,6 +52,14 @@ class Engine:
         return self.host.registries["methods"]
 
     @property
+    def objectives(self):
+        return self.host.registries["objectives"]
+
+    @property
+    def extensions(self):
+        return self.host.registries["extensions"]
+
+    @property
     def formatters(self):
         return self.host.registries["formatters"]
 
@@ -61,15 +72,9 @@ class Engine:
         return self.host.registries["evaluators"]
 
     def notify(self, hook: str, **kwargs) -> None:
-        """Call every implementation of a lifecycle hook, each in its own guard: a plugin that
-        raises is logged with its name (and re-raised in strict mode); the others still run."""
-        for impl in getattr(self.hook, hook).get_hookimpls():
-            try:
-                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
-            except Exception as exc:  # noqa: BLE001 - an observer must not break a run
-                if self.host.strict:
-                    raise PluginError(f"plugin '{impl.plugin_name}' failed in {hook}: {exc}") from exc
-                log.warning("plugin '%s' failed in %s: %s: %s", impl.plugin_name, hook, type(exc).__name__, exc)
+        """Call a lifecycle hook the pluggy way; each implementation is isolated (a plugin that
+        raises is logged with its name, or raises PluginError in strict mode)."""
+        getattr(self.hook, hook)(**kwargs)
 
     # ------------------------------------------------------------------ configuration and runs
 
@@ -97,10 +102,13 @@ class Engine:
         the run would raise."""
         from .config import RunConfig
         from .run import check_compatibility, new_context
+        from .training import training_arguments
 
         if not isinstance(config, RunConfig):
             config = self.config(config, overrides)
-        check_compatibility(new_context(self, config))
+        run = new_context(self, config)
+        check_compatibility(run)
+        training_arguments(run)
         return config
 
     def resolve_model(self, reference: str):

@@ -19,7 +19,7 @@ from .members import EvalResult
 if TYPE_CHECKING:  # pragma: no cover
     from .config import RunConfig
     from .engine import Engine
-    from .run import RunContext
+    from .context import RunContext
 
 log = logging.getLogger("tunery")
 
@@ -190,14 +190,16 @@ def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (),
     ``overrides`` are ``evaluator.key=value`` option settings. An evaluator that reads its own
     data (``uses_run_data = False``) gets ``data`` as its ``data`` option."""
     from .config import Choice, DataConfig, GenerationConfig, RunConfig, TrainingConfig, _member, apply_overrides
-    from .run import RunContext, build_data
+    from .context import RunContext
+    from .run import build_data
     from .runs import is_run_dir
 
     data = list(data)
     loaded = engine.load(target)
     config = loaded.config or RunConfig(  # a plain model: no run settings, no formatter unless --format
-        model=target, output_dir=str(target), method=Choice("", None), format=Choice("", None),
-        quantizer=Choice("none", None), evaluators=[], data=DataConfig(), training=TrainingConfig(),
+        model=target, output_dir=str(target), method=Choice("", None), objective=Choice("", None),
+        format=Choice("", None), quantizer=Choice("none", None), extensions=[], evaluators=[],
+        data=DataConfig(), training=TrainingConfig(),
         generation=GenerationConfig())
     if format is not None and format != config.format.name:
         config.format = _choice(engine.formatters, format, {}, "--format")
@@ -230,10 +232,10 @@ def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (),
             raise ConfigError(f"'{target}' is not a run folder: pass --format to say how to read --data")
         if data or config.data.eval:
             examples = read_examples(run, data or config.data.eval)
-        elif is_run_dir(target) and config.data.val_split:  # the run's held-out split, drawn again
+        elif is_run_dir(target) and config.data.val_split != 0:  # the run's held-out split, drawn again
             examples = build_data(run, write_problems=False)[1]
             run.label_names = loaded.label_names
-        else:
+        if not examples:
             raise ConfigError(f"no evaluation data for '{target}': pass --data")
     return run_evaluators(run, loaded.model, examples)
 

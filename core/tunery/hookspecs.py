@@ -5,8 +5,8 @@ A plugin is a module (or object) with functions named like the hooks below and m
 the entry point is the plugin's name. Hooks are grouped by phase:
 
 * **registration** -- called once when an :class:`~tunery.Engine` starts. Each receives a
-  registry object; the plugin adds its members (methods, formatters, quantizers, evaluators)
-  to it. Registration must be cheap: no heavy imports (torch, transformers...) at this point.
+  registry object; the plugin adds its members (methods, objectives, extensions, formatters,
+  quantizers, evaluators) to it. Registration must be cheap: no heavy imports (torch, transformers...) at this point.
 * **model sources** -- turn a model reference into local files.
 * **run lifecycle** -- observe a training run; a platform embedding tunery gets its progress here.
 * **command line** -- add commands to the ``tunery`` CLI.
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time
 
     from .models import ModelListing, ResolvedModel
     from .registry import Registry
-    from .run import RunContext, RunResult
+    from .context import RunContext, RunResult
 
 hookspec = pluggy.HookspecMarker("tunery")
 hookimpl = pluggy.HookimplMarker("tunery")
@@ -42,6 +42,24 @@ def tunery_register_methods(registry: Registry) -> None:
     member (a name, the right base class) and refuses a name that another plugin already
     registered, naming both plugins. The distribution that provided the member is recorded and
     shown by ``tunery plugins``. Return value is ignored.
+    """
+
+
+@hookspec
+def tunery_register_objectives(registry: Registry) -> None:
+    """Add objectives (subclasses of :class:`tunery.Objective`: what a run optimises, e.g.
+    ``sft``, ``reward``, ``dpo``) with ``registry.add(member)``.
+
+    Same contract as :func:`tunery_register_methods`.
+    """
+
+
+@hookspec
+def tunery_register_extensions(registry: Registry) -> None:
+    """Add extensions (subclasses of :class:`tunery.Extension`: loss terms, data order, row
+    transforms, optimizer groups, callbacks; any number per run) with ``registry.add(member)``.
+
+    Same contract as :func:`tunery_register_methods`.
     """
 
 

@@ -1,19 +1,27 @@
-"""Base classes of the four plugin families: what a method, formatter, quantizer or evaluator is.
+"""Base classes of the plugin families: what a method, objective, extension, formatter,
+quantizer or evaluator is.
 
 A plugin subclasses one of these, sets ``name`` (and ``Options``, a dataclass of its config
 section), and registers an instance through the matching ``tunery_register_*`` hook. This
 module is imported at start-up: keep it free of heavy imports, and keep heavy imports of your
 own member inside its methods.
 
-Tasks. A formatter produces examples for one *data task*:
+Two axes, chosen independently in a run: the **method** decides *what is trainable* (and how
+it is saved, loaded, merged); the **objective** decides *what is optimised* (the loss, or the
+training algorithm). Any number of **extensions** change training without owning it.
+
+Data tasks. A formatter produces examples for one *data task* (an open set: a plugin may add
+one, with an objective that optimises it). The built-in ones:
 
 * ``causal_lm`` -- ``{"input_ids", "labels"}`` (labels ``-100`` where no loss is taken);
 * ``classification`` -- ``{"input_ids", "labels": int}``;
 * ``preference`` -- ``{"chosen_input_ids", "chosen_labels", "rejected_input_ids",
   "rejected_labels"}`` (plus optional ``margin``).
 
-A method lists the data tasks it can train in ``tasks`` and says which model head it needs
-with :meth:`Method.model_task`.
+Model tasks. The objective maps the data task to the *model task*, the head that is loaded
+(:meth:`Objective.model_task`): ``causal_lm`` (``AutoModelForCausalLM``) or
+``classification`` (``AutoModelForSequenceClassification``). A method lists the model tasks it
+can train in :attr:`Method.tasks`.
 """
 
 from __future__ import annotations
@@ -25,9 +33,10 @@ from .errors import IncompatibleError
 from .options import NoOptions, parse
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .run import RunContext
+    from .context import RunContext
 
-DATA_TASKS = ("causal_lm", "classification", "preference")
+DATA_TASKS = ("causal_lm", "classification", "preference")  # the built-in data tasks
+MODEL_TASKS = ("causal_lm", "classification")  # the model heads tunery loads
 
 
 class Member:
@@ -62,8 +71,8 @@ class Method(Member):
     """A tuning method: decides what is trainable and how, and how the result is saved."""
 
     family: ClassVar[str] = "methods"
-    #: Data tasks this method can train (see the module docstring).
-    tasks: ClassVar[frozenset[str]] = frozenset({"causal_lm", "classification"})
+    #: Model tasks (heads, see the module docstring) this method can train.
+    tasks: ClassVar[frozenset[str]] = frozenset(MODEL_TASKS)
     #: Whether the base model may be quantized (QLoRA-style training).
     accepts_quantized: ClassVar[bool] = False
     #: Whether :meth:`merge` can fold the result into the base weights.
@@ -72,6 +81,9 @@ class Method(Member):
     supports_packing: ClassVar[bool] = True
     #: Whether a tuned causal LM can generate text.
     can_generate: ClassVar[bool] = True
+    #: Whether the model can be switched back to its untrained state in place
+    #: (``model.disable_adapter()``), so an objective needs no copy for a reference model.
+    can_disable: ClassVar[bool] = False
     #: ``"adapter"`` (the run folder holds ``adapter/``) or ``"model"`` (``model/``).
     output_kind: ClassVar[str] = "adapter"
 
@@ -79,16 +91,8 @@ class Method(Member):
         """Refuse impossible combinations before any weights load (raise IncompatibleError)."""
 
     def output(self, options: Any) -> str:
-        """The run folder's result for these options: :attr:`output_kind` unless the method
-        delegates to another one (e.g. a reward model trained with ``adapter: full``)."""
+        """The run folder's result for these options (``"adapter"`` or ``"model"``)."""
         return self.output_kind
-
-    def model_task(self, data_task: str) -> tuple[str, int | None]:
-        """The model head to load for ``data_task``: ``("causal_lm", None)`` or
-        ``("classification", num_labels)`` (``None`` = number of labels in the data)."""
-        if data_task == "classification":
-            return "classification", None
-        return "causal_lm", None
 
     def fully_trained_modules(self, options: Any, run: RunContext) -> list[str]:
         """Names of modules this method trains in full; quantizers leave them unquantized."""
@@ -97,10 +101,6 @@ class Method(Member):
     def prepare(self, model: Any, options: Any, run: RunContext) -> Any:
         """Make ``model`` trainable (wrap it, freeze parts) and return the model to train."""
         raise NotImplementedError
-
-    def compute_loss(self, model: Any, inputs: dict, options: Any, run: RunContext) -> Any:
-        """The training loss for one batch, or ``None`` to use the model's own loss."""
-        return None
 
     def callbacks(self, options: Any, run: RunContext) -> list:
         """Extra ``transformers.TrainerCallback`` objects for the training loop. They run before
@@ -123,6 +123,109 @@ class Method(Member):
         """Why this method cannot merge and what to use instead (``tunery merge`` shows it
         before loading anything when ``can_merge`` is false)."""
         return f"method '{self.name}' cannot be merged into the base weights; use the run's {self.output_kind}/ folder"
+
+
+class Objective(Member):
+    """An objective: what a run optimises -- the loss of a batch, and where an algorithm needs
+    it (online RL), the training step itself. Combines with any method whose capabilities fit.
+
+    The default objective of a data task (``sft``: the model's own loss) is used when a run
+    names none; an objective with ``default = True`` is a candidate for the tasks it handles."""
+
+    family: ClassVar[str] = "objectives"
+    #: Data tasks this objective can optimise.
+    tasks: ClassVar[frozenset[str]] = frozenset({"causal_lm"})
+    #: Whether a run that names no objective uses this one (for the tasks it handles).
+    default: ClassVar[bool] = False
+    #: Whether packed rows (several examples per row) are fine for its loss.
+    supports_packing: ClassVar[bool] = False
+    #: Whether the tuned model generates text (``False`` for a reward model).
+    can_generate: ClassVar[bool] = True
+
+    def model_task(self, data_task: str) -> tuple[str, int | None]:
+        """The model head to load for ``data_task``: ``("causal_lm", None)`` or
+        ``("classification", num_labels)`` (``None`` = number of labels in the data)."""
+        if data_task == "classification":
+            return "classification", None
+        return "causal_lm", None
+
+    def check(self, options: Any, run: RunContext) -> None:
+        """Refuse impossible combinations (with ``run.method``, the quantizer, ...) before any
+        weights load: raise IncompatibleError naming both parts and a way out."""
+
+    def prepare(self, model: Any, options: Any, run: RunContext) -> Any:
+        """Adjust the model after the method made it trainable (e.g. check that a reward head
+        trains, keep reference weights); return it."""
+        return model
+
+    def compute_loss(self, model: Any, inputs: dict, options: Any, run: RunContext) -> Any:
+        """The training loss of one batch, or ``None`` for the model's own loss (tunery then
+        computes a causal LM's loss in chunks, never building the full logits)."""
+        return None
+
+    def training_step(self, step: Any, model: Any, inputs: dict, options: Any, run: RunContext) -> Any:
+        """One optimisation step's forward and backward pass; ``step(model, inputs)`` is the
+        standard one (it calls :meth:`compute_loss` and the extensions, and backpropagates).
+        Online algorithms override it to generate and score before calling ``step`` on the
+        batch they built. Returns the detached loss."""
+        return step(model, inputs)
+
+    def callbacks(self, options: Any, run: RunContext) -> list:
+        """Extra ``transformers.TrainerCallback`` objects (e.g. to add metrics to each log)."""
+        return []
+
+
+class Extension(Member):
+    """An extension: changes training without owning it. A run applies any number, in the
+    order of its ``extensions:`` list. Each part below is optional; the defaults change nothing.
+
+    * rows: :meth:`transform_rows` (augmentation) before formatting;
+    * examples: :meth:`transform_examples` (ordering, sampling, replay) after formatting;
+    * the model: :meth:`prepare` after the method and objective (hooks, snapshots);
+    * the loss: :meth:`compute_loss` wraps the objective's loss (extra terms, perturbations);
+    * the optimizer: :meth:`parameter_groups`;
+    * the loop: :meth:`callbacks`."""
+
+    family: ClassVar[str] = "extensions"
+    #: Data tasks it applies to.
+    tasks: ClassVar[frozenset[str]] = frozenset(DATA_TASKS)
+    #: Whether the order of the training examples it returns is the order to train in
+    #: (tunery then samples sequentially instead of shuffling).
+    keeps_order: ClassVar[bool] = False
+    #: Whether its loss needs the model's logits (tunery then does not use the chunked loss).
+    needs_logits: ClassVar[bool] = False
+
+    def check(self, options: Any, run: RunContext) -> None:
+        """Refuse impossible combinations before any weights load (raise IncompatibleError)."""
+
+    def transform_rows(self, rows: list, options: Any, run: RunContext, split: str) -> list:
+        """Rows (:class:`tunery.data.Row`) of a split (``"train"`` or ``"eval"``) before the
+        formatter sees them. Return new rows; never change evaluation data unless that is the point."""
+        return rows
+
+    def transform_examples(self, examples: list[dict], options: Any, run: RunContext, split: str) -> list[dict]:
+        """Formatted examples of a split, before packing and training (reorder, resample, add)."""
+        return examples
+
+    def prepare(self, model: Any, options: Any, run: RunContext) -> Any:
+        """Adjust the model after the method and objective prepared it; return it."""
+        return model
+
+    def compute_loss(self, inner: Any, model: Any, inputs: dict, options: Any, run: RunContext) -> Any:
+        """The loss of one batch. ``inner(model, inputs)`` computes the loss without this
+        extension (the objective and the extensions listed before it);
+        ``inner(model, inputs, return_outputs=True)`` returns ``(loss, outputs)`` with the
+        model outputs (logits) where the objective has them. Default: ``inner(model, inputs)``."""
+        return inner(model, inputs)
+
+    def parameter_groups(self, model: Any, options: Any, run: RunContext) -> list[dict] | None:
+        """Optimizer parameter groups (``[{"params": [...], "lr": ...}, ...]``) covering every
+        trainable parameter, or ``None`` to leave them to the next extension / the default."""
+        return None
+
+    def callbacks(self, options: Any, run: RunContext) -> list:
+        """Extra ``transformers.TrainerCallback`` objects."""
+        return []
 
 
 class Formatter(Member):
@@ -210,4 +313,4 @@ class Evaluator(Member):
         raise NotImplementedError
 
 
-FAMILIES = {cls.family: cls for cls in (Method, Formatter, Quantizer, Evaluator)}
+FAMILIES = {cls.family: cls for cls in (Method, Objective, Extension, Formatter, Quantizer, Evaluator)}

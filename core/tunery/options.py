@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Mapping
@@ -68,6 +69,10 @@ def to_dict(instance: Any) -> dict:
     return dataclasses.asdict(instance)
 
 
+class NotFinite(ConfigError):
+    """A number option given NaN or infinity."""
+
+
 FRIENDLY = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
 
 
@@ -89,11 +94,14 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for arm in (a for a in args if a is not type(None)):
+        arms = [a for a in args if a is not type(None)]
+        for arm in arms:
             try:
                 return coerce(value, arm, path)
             except ConfigError as exc:
-                errors.append(str(exc))
+                errors.append(exc)
+        if len(arms) == 1 and isinstance(errors[0], NotFinite):  # say why the one type refused it
+            raise errors[0]
         names = " or ".join(_type_name(a) for a in args if a is not type(None))
         if type(None) in args:
             names += " (or null)"
@@ -143,13 +151,18 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"config key '{path}' must be a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                number = float(value.strip())
             except ValueError:
                 pass
+        if number is not None and math.isfinite(number):
+            return number
+        if number is not None:
+            raise NotFinite(f"config key '{path}' must be a finite number, got {value!r}")
         raise ConfigError(f"config key '{path}' must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

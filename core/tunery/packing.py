@@ -66,10 +66,10 @@ def can_pack(examples: list[dict]) -> bool:
 
 
 def packing_enabled(run) -> bool:
-    """``data.packing``, or when unset: on for causal-LM data if the method supports it."""
+    """``data.packing``, or when unset: on for causal-LM data if the method and objective support it."""
     packing = run.config.data.packing
     if packing is None:
-        return run.data_task == "causal_lm" and run.method.supports_packing
+        return run.data_task == "causal_lm" and run.method.supports_packing and run.objective.supports_packing
     return packing
 
 

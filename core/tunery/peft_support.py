@@ -31,6 +31,7 @@ class PeftMethod(Method):
     """A method whose trainable part is a peft adapter."""
 
     output_kind: ClassVar[str] = "adapter"
+    can_disable: ClassVar[bool] = True  # model.disable_adapter() gives the base model back
 
     def peft_config(self, model: Any, options: Any, run: Any) -> Any:
         """The ``peft.PeftConfig`` to wrap ``model`` with (``task_type`` is filled in for you)."""

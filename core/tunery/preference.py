@@ -1,65 +1,19 @@
-"""Preference learning shared by the reward and DPO methods, their evaluator and ``tunery score``.
-
-* the losses: pairwise Bradley-Terry for reward models, DPO (sigmoid, IPO, hinge) for policies;
-* scoring a batch of pairs: one forward pass over chosen and rejected together, giving a reward
-  model's scores or a policy's summed log-probabilities of the response tokens;
-* :class:`AdapterBackedMethod`: a method that trains through another installed method
-  (``adapter: lora`` by default, ``full``, or any other), keeping that method's options.
+"""Scoring preference pairs, shared by the preference objectives (reward, DPO, ...), their
+evaluator and ``tunery score``: one forward pass over chosen and rejected together gives a
+reward model's scores or a policy's summed log-probabilities of the response tokens; per-step
+metrics reach each log record.
 
 Heavy imports stay inside the functions: this module is imported when plugins register.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from .collate import IGNORE_INDEX
-from .errors import ConfigError, IncompatibleError
-from .members import Method
-from .options import closest, parse
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .registry import Registry
-    from .run import RunContext
-
-DPO_LOSSES = ("sigmoid", "ipo", "hinge")
-
-
-# --------------------------------------------------------------------------- losses
-
-
-def bradley_terry_loss(chosen: Any, rejected: Any, margin: Any = None) -> Any:
-    """Mean of ``-log sigmoid(r_chosen - r_rejected - margin)`` over the pairs."""
-    import torch.nn.functional as F
-
-    diff = chosen - rejected
-    if margin is not None:
-        diff = diff - margin.to(diff.dtype)
-    return -F.logsigmoid(diff).mean()
-
-
-def dpo_loss(policy_chosen: Any, policy_rejected: Any, ref_chosen: Any, ref_rejected: Any, *,
-             beta: float, kind: str = "sigmoid", label_smoothing: float = 0.0) -> tuple[Any, Any, Any]:
-    """Per-pair DPO losses and the implicit rewards ``beta * (log pi - log pi_ref)`` of chosen and
-    rejected responses (detached). ``kind``: ``sigmoid`` (DPO, with optional label smoothing as in
-    conservative DPO), ``ipo`` (squared distance to ``1 / (2 beta)``; pass per-token mean
-    log-probs) or ``hinge`` (SLiC)."""
-    import torch.nn.functional as F
-
-    logits = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
-    if kind == "sigmoid":
-        losses = (-F.logsigmoid(beta * logits) * (1 - label_smoothing)
-                  - F.logsigmoid(-beta * logits) * label_smoothing)
-    elif kind == "ipo":
-        losses = (logits - 1 / (2 * beta)) ** 2
-    elif kind == "hinge":
-        losses = F.relu(1 - beta * logits)
-    else:
-        raise ConfigError(f"unknown DPO loss '{kind}'; use one of {', '.join(DPO_LOSSES)}")
-    chosen_rewards = beta * (policy_chosen - ref_chosen).detach()
-    rejected_rewards = beta * (policy_rejected - ref_rejected).detach()
-    return losses, chosen_rewards, rejected_rewards
+    from .context import RunContext
 
 
 # --------------------------------------------------------------------------- scoring pairs
@@ -164,76 +118,3 @@ def metrics_callback(store: dict, on_train_begin: Any = None) -> Any:
             store.clear()
 
     return PairMetrics()
-
-
-# --------------------------------------------------------------------------- methods on top of another
-
-
-@dataclasses.dataclass
-class AdapterChoice:
-    """Which installed method trains the weights underneath (and its own options)."""
-
-    adapter: str = "lora"  # lora, full, or any other installed method
-    adapter_options: dict = dataclasses.field(default_factory=dict)  # that method's config section
-
-
-class AdapterBackedMethod(Method):
-    """A preference method that trains through another installed method, named by the
-    ``adapter`` option: that method wraps or unfreezes the model, saves, loads and merges;
-    this one brings the loss. Constructed with the methods registry it is registered into."""
-
-    tasks: ClassVar[frozenset[str]] = frozenset({"preference"})
-    supports_packing: ClassVar[bool] = False
-    accepts_quantized: ClassVar[bool] = True  # refused in check() when the adapter method cannot
-    can_merge: ClassVar[bool] = True  # delegated; the adapter method refuses when it cannot
-
-    def __init__(self, methods: Registry):
-        self.methods = methods
-
-    def parse_options(self, raw, where):
-        options = parse(self.Options, raw, where)
-        self.adapter(options, where)  # validate the adapter's own section now
-        return options
-
-    def adapter(self, options: Any, where: str = "method") -> tuple[Method, Any]:
-        """The method underneath and its parsed options."""
-        name = options.adapter
-        if name not in self.methods:
-            raise ConfigError(f"config key '{where}.adapter': no method named '{name}'"
-                              f"{closest(name, self.methods.names())}; installed: {', '.join(self.methods.names())}")
-        method = self.methods.get(name)
-        if isinstance(method, AdapterBackedMethod) or "preference" in method.tasks:
-            raise ConfigError(f"config key '{where}.adapter': '{name}' is itself a preference method; "
-                              "name a method that makes weights trainable (lora, full, ...)")
-        return method, method.parse_options(options.adapter_options, f"{where}.adapter_options")
-
-    def output(self, options: Any) -> str:
-        method, inner = self.adapter(options)
-        return method.output(inner)
-
-    def check(self, options, run):
-        method, inner = self.adapter(options)
-        if run.quantized and not method.accepts_quantized:
-            raise IncompatibleError(f"method '{self.name}' with adapter '{method.name}' cannot train a quantized base; "
-                                    "use quantizer 'none' or an adapter that can (lora)")
-        method.check(inner, run)
-
-    def fully_trained_modules(self, options, run):
-        method, inner = self.adapter(options)
-        return method.fully_trained_modules(inner, run)
-
-    def prepare(self, model, options, run):
-        method, inner = self.adapter(options)
-        return method.prepare(model, inner, run)
-
-    def save(self, model, path, options, run):
-        method, inner = self.adapter(options)
-        method.save(model, path, inner, run)
-
-    def load(self, base_model, path, options):
-        method, inner = self.adapter(options)
-        return method.load(base_model, path, inner)
-
-    def merge(self, model, options):
-        method, inner = self.adapter(options)
-        return method.merge(model, inner)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from .evaluation import numeric
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .run import RunContext
+    from .context import RunContext
 
 log = logging.getLogger("tunery")
 

@@ -1,7 +1,9 @@
-"""One training run, start to finish: the flow every plugin takes part in.
+"""One training run, start to finish, as named steps: the flow every plugin takes part in.
 
-config -> checks -> model source -> tokenizer -> data -> model (+quantizer) -> method ->
-evaluate (before) -> train (transformers.Trainer) -> save -> evaluate (after) -> run folder.
+check (config, members, training settings: nothing loaded or written yet) -> run folder ->
+model source and tokenizer -> data (formatter, extensions on rows) -> base model (+ quantizer)
+-> extensions on examples, packing -> method (what trains) -> objective and extensions ->
+evaluate (before) -> train (transformers.Trainer) -> save -> evaluate (after) -> outputs.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import data as datapipe
 from .config import RunConfig, dump_yaml
+from .context import RunContext, RunResult
 from .distributed import is_main_process, sum_across_processes
 from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
 from .evaluation import best_checkpoint, check_early_stopping
@@ -30,7 +33,6 @@ from .report import write_reports
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
-    from .models import ResolvedModel
 
 log = logging.getLogger("tunery")
 
@@ -39,80 +41,29 @@ RUN_FILES = ("adapter", "model", "checkpoints", "metrics.json", "train_log.jsonl
 HEAD_MODULES = ("classifier", "score", "lm_head")  # never quantized: heads are trained or tied
 
 
-@dataclasses.dataclass
-class RunContext:
-    """Everything a plugin may need during a run. Plugins read it; only the core writes it."""
-
-    config: RunConfig
-    output_dir: Path
-    engine: Engine
-    data_task: str
-    model_task: str = "causal_lm"
-    num_labels: int | None = None
-    label_names: list[str] | None = None
-    tokenizer: Any = None
-    model_source: ResolvedModel | None = None
-    total_steps: int | None = None
-    device: Any = None
-    state: dict = dataclasses.field(default_factory=dict)  # free space for plugins, keyed by plugin name
-
-    # The chosen members, looked up once.
-    @property
-    def method(self):
-        return self.engine.methods.get(self.config.method.name)
-
-    @property
-    def formatter(self):
-        return self.engine.formatters.get(self.config.format.name)
-
-    @property
-    def quantizer(self):
-        return self.engine.quantizers.get(self.config.quantizer.name)
-
-    @property
-    def quantized(self) -> bool:
-        return self.quantizer.quantizes
-
-    def notify(self, hook: str, **kwargs) -> None:
-        """Call a lifecycle hook; a plugin that raises is reported by name and the run goes on."""
-        self.engine.notify(hook, run=self, **kwargs)
-
-    def batches(self, examples: list[dict], batch_size: int | None = None) -> Iterator[dict]:
-        """Padded batches of ``examples`` on the model's device, in order."""
-        from .collate import Collator
-
-        collate = Collator(self.tokenizer.pad_token_id)
-        size = batch_size or self.config.training.batch_size
-        for start in range(0, len(examples), size):
-            batch = collate(examples[start:start + size])
-            yield {k: v.to(self.device) if self.device is not None else v for k, v in batch.items()}
-
-
-@dataclasses.dataclass
-class RunResult:
-    """What a finished run produced."""
-
-    output_dir: Path
-    model_dir: Path
-    metrics: dict
-    samples: dict = dataclasses.field(default_factory=dict)
-    model: Any = dataclasses.field(default=None, repr=False)  # the trained model, still in memory
-
-
 # ----------------------------------------------------------------------------- checks
 
 
 def check_compatibility(run: RunContext) -> None:
-    """Refuse impossible combinations before any weights load, naming both parts and a way out."""
+    """Refuse impossible combinations before anything loads, naming both parts and a way out."""
     engine, config = run.engine, run.config
-    method, formatter, quantizer = run.method, run.formatter, run.quantizer
-    for family, choice in (("methods", config.method), ("formatters", config.format), ("quantizers", config.quantizer)):
-        engine.host.require_available(family, choice.name)
-    if formatter.task not in method.tasks:
-        able = [m.name for m in engine.methods if formatter.task in m.tasks]
+    method, objective, formatter, quantizer = run.method, run.objective, run.formatter, run.quantizer
+    for key, family in (("method", "methods"), ("objective", "objectives"), ("format", "formatters"),
+                        ("quantizer", "quantizers")):
+        engine.host.require_available(family, getattr(config, key).name)
+    for choice in config.extensions:
+        engine.host.require_available("extensions", choice.name)
+    if run.data_task not in objective.tasks:
+        able = [o.name for o in engine.objectives if run.data_task in o.tasks]
         raise IncompatibleError(
-            f"method '{method.name}' cannot train {formatter.task} data (from formatter '{formatter.name}'); "
-            f"methods that can: {', '.join(able) or 'none installed'}"
+            f"objective '{objective.name}' cannot optimise {run.data_task} data (from formatter '{formatter.name}'); "
+            f"objectives that can: {', '.join(able) or 'none installed'}"
+        )
+    if run.model_task not in method.tasks:
+        able = [m.name for m in engine.methods if run.model_task in m.tasks]
+        raise IncompatibleError(
+            f"method '{method.name}' cannot train a {run.model_task} model (objective '{objective.name}' on "
+            f"{run.data_task} data); methods that can: {', '.join(able) or 'none installed'}"
         )
     if quantizer.quantizes and not method.accepts_quantized:
         able = [m.name for m in engine.methods if m.accepts_quantized]
@@ -120,22 +71,31 @@ def check_compatibility(run: RunContext) -> None:
             f"method '{method.name}' cannot train a quantized base (quantizer '{quantizer.name}'); "
             f"use quantizer 'none', or a method that can: {', '.join(able) or 'none installed'}"
         )
-    if config.data.packing and not method.supports_packing:
-        raise IncompatibleError(f"method '{method.name}' does not support sequence packing; set data.packing=false")
-    if config.data.packing and run.data_task != "causal_lm":
-        raise IncompatibleError(
-            f"data.packing works for causal_lm data only; formatter '{formatter.name}' gives {run.data_task} data: "
-            "set data.packing=false"
-        )
-    if config.generation.prompts and formatter.task == "causal_lm" and not method.can_generate:
-        raise IncompatibleError(f"method '{method.name}' cannot generate text, but generation.prompts is set; "
+    if config.data.packing:
+        for part, member in (("method", method), ("objective", objective)):
+            if not member.supports_packing:
+                raise IncompatibleError(f"{part} '{member.name}' does not support sequence packing; set data.packing=false")
+        if run.data_task != "causal_lm":
+            raise IncompatibleError(
+                f"data.packing works for causal_lm data only; formatter '{formatter.name}' gives {run.data_task} data: "
+                "set data.packing=false"
+            )
+    if config.generation.prompts and run.model_task == "causal_lm" and not run.can_generate:
+        part = f"method '{method.name}'" if not method.can_generate else f"objective '{objective.name}'"
+        raise IncompatibleError(f"{part} gives a model that cannot generate text, but generation.prompts is set; "
                                 "remove generation.prompts")
+    for i, (extension, _) in enumerate(run.extensions):
+        if run.data_task not in extension.tasks:
+            raise IncompatibleError(
+                f"extension '{extension.name}' (extensions[{i}]) does not apply to {run.data_task} data; "
+                f"it handles: {', '.join(sorted(extension.tasks))}"
+            )
     for i, choice in enumerate(config.evaluators):
         evaluator = engine.evaluators.get(choice.name)
         engine.host.require_available("evaluators", choice.name)
-        if formatter.task not in evaluator.tasks:
+        if run.data_task not in evaluator.tasks:
             raise IncompatibleError(
-                f"evaluator '{choice.name}' (evaluators[{i}]) cannot measure {formatter.task} data "
+                f"evaluator '{choice.name}' (evaluators[{i}]) cannot measure {run.data_task} data "
                 f"from formatter '{formatter.name}'; it handles: {', '.join(sorted(evaluator.tasks))}"
             )
     check_early_stopping(config)
@@ -144,7 +104,31 @@ def check_compatibility(run: RunContext) -> None:
 
         check_trackers(config.training.report_to)
     quantizer.check(config.quantizer.options, run)
-    method.check(config.method.options, run)
+    member_call(run, "method", "check", config.method.options, run)
+    member_call(run, "objective", "check", config.objective.options, run)
+    for extension, options in run.extensions:
+        member_call(run, "extension", "check", options, run, member=extension)
+    from .training import check_extra
+
+    check_extra(run)
+
+
+def member_call(run: RunContext, part: str, step: str, *args, member: Any = None) -> Any:
+    """Call ``step`` of the run's ``part`` (method, objective, quantizer, extension): a tunery
+    error passes through; any other exception becomes a PluginError naming the member and plugin."""
+    from .errors import PluginError, TuneryError
+
+    member = member or getattr(run, part)
+    try:
+        return getattr(member, step)(*args)
+    except (TuneryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        family = {"method": "methods", "objective": "objectives", "quantizer": "quantizers",
+                  "extension": "extensions"}[part]
+        plugin = run.engine.host.plugin_of(family, member.name).name
+        raise PluginError(f"{part} '{member.name}' (plugin '{plugin}') failed in {step}: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def prepare_output_dir(config: RunConfig) -> Path:
@@ -190,21 +174,47 @@ def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict]
         log.warning("skipped %d bad row(s); see %s", len(problems) + len(eval_problems), run.output_dir / "bad_rows.json")
     if not train:
         raise DataError(f"no usable training example in {', '.join(train_files)}")
-    if cfg.val_split and not evaluation:
+    n_eval = 0 if evaluation else held_out_count(run, len(train))
+    if n_eval:
         order = list(range(len(train)))
         random.Random(run.config.seed).shuffle(order)
-        n_eval = max(1, int(round(len(train) * cfg.val_split)))
-        if n_eval >= len(train):
-            raise DataError(f"data.val_split={cfg.val_split} leaves no training example out of {len(train)}")
         held = set(order[:n_eval])
         evaluation = [train[i] for i in sorted(held)]
         train = [ex for i, ex in enumerate(train) if i not in held]
     summary = {
         "train": dataclasses.replace(prepared.train, examples=train).summary(),
-        "eval": dataclasses.replace(prepared.eval, examples=evaluation).summary(),
+        "eval": {**dataclasses.replace(prepared.eval, examples=evaluation).summary(), "held_out_from_train": n_eval,
+                 "held_out_auto": bool(n_eval) and cfg.val_split is None},
         "labels": run.label_names, "cached": prepared.cached,
     }
     return train, evaluation, summary
+
+
+AUTO_VAL_SPLIT, AUTO_EVAL_MAX = 0.1, 200
+
+
+def held_out_count(run: RunContext, n_train: int) -> int:
+    """How many training examples become evaluation data: ``data.val_split`` of them, or, when it
+    is unset and evaluators are named without ``data.eval``, 10% (1 to 200) unless that leaves
+    fewer than 2 to train on. Evaluators that will not run are warned about."""
+    cfg, names = run.config.data, ", ".join(c.name for c in run.config.evaluators)
+    if cfg.val_split:
+        n_eval = max(1, int(round(n_train * cfg.val_split)))
+        if n_eval >= n_train:
+            raise DataError(f"data.val_split={cfg.val_split} leaves no training example out of {n_train}")
+        return n_eval
+    if not names or cfg.eval:
+        return 0
+    if cfg.val_split == 0:
+        log.warning("data.val_split=0 and no data.eval: the evaluators (%s) will not run", names)
+        return 0
+    n_eval = min(AUTO_EVAL_MAX, max(1, int(round(n_train * AUTO_VAL_SPLIT))))
+    if n_train - n_eval < 2:
+        log.warning("only %d training example(s) and no data.eval: nothing is held out, the evaluators (%s) "
+                    "will not run", n_train, names)
+        return 0
+    log.info("holding out %d of %d examples for evaluation; data.val_split=0 turns this off", n_eval, n_train)
+    return n_eval
 
 
 def planned_steps(config: RunConfig, n_examples: int) -> int:
@@ -240,7 +250,7 @@ def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str, step
 def sample_generations(run: RunContext, model: Any) -> list[dict]:
     """Answers to ``generation.prompts`` (causal LMs only)."""
     gen = run.config.generation
-    if not gen.prompts or run.model_task != "causal_lm" or not run.method.can_generate:
+    if not gen.prompts or not run.can_generate:
         return []
     from .generation import generate
 
@@ -249,217 +259,25 @@ def sample_generations(run: RunContext, model: Any) -> list[dict]:
     return [{"prompt": p, "output": o} for p, o in zip(gen.prompts, outputs)]
 
 
-# ----------------------------------------------------------------------------- training
-
-
-def bf16_default() -> bool:
-    """bf16 autocast where it is fast: CUDA with bf16 support, or a CPU with AVX512-BF16/AMX."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: list[dict]):
-    from transformers import Trainer, TrainerCallback, TrainingArguments
-
-    from .checkpoints import SafeCheckpoints
-    from .collate import Collator
-    from .loss import trainer_loss, use_chunked_loss
-    from .packing import needs_flat_batches
-    from .evaluation import early_stopping_args, numeric
-    from .guard import NonFiniteGuard, StopOnSignal
-    from .progress import Progress, place_tracker_logs
-
-    t, config = run.config.training, run.config
-    collator = Collator(run.tokenizer.pad_token_id, flatten=needs_flat_batches(model))
-    bf16 = bf16_default() if t.bf16 is None else t.bf16
-    import torch
-
-    args = dict(
-        output_dir=str(run.output_dir / "checkpoints"),
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps,
-        learning_rate=t.learning_rate,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=t.weight_decay,
-        lr_scheduler_type=t.lr_scheduler,
-        max_grad_norm=t.max_grad_norm,
-        optim=t.optim,
-        bf16=bf16,
-        logging_steps=t.logging_steps,
-        save_strategy="steps" if t.save_steps else "no",
-        save_steps=t.save_steps or 500,
-        save_total_limit=t.save_total_limit,
-        report_to=list(t.report_to),
-        seed=config.seed,
-        data_seed=config.seed,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        train_sampling_strategy="group_by_length" if config.data.group_by_length else "random",
-        use_cpu=not torch.cuda.is_available(),
-    )
-    if t.gradient_checkpointing:
-        args["activation_checkpointing"] = True
-    if t.auto_batch_size:
-        args["per_device_train_batch_size"], args["gradient_accumulation_steps"] = _fit_batch_size(run, model, train)
-    unknown = set(t.extra) - set(TrainingArguments.__dataclass_fields__)
-    if unknown:
-        from .options import closest
-
-        key = sorted(unknown)[0]
-        raise ConfigError(
-            f"config key 'training.extra.{key}' is not a transformers.TrainingArguments field"
-            f"{closest(key, TrainingArguments.__dataclass_fields__)}"
-        )
-    if t.extra.get("deepspeed"):
-        import importlib.util
-
-        if importlib.util.find_spec("deepspeed") is None:
-            raise ConfigError("config key 'training.extra.deepspeed' needs the deepspeed package: pip install deepspeed")
-        if isinstance(t.extra["deepspeed"], str) and not os.path.isfile(t.extra["deepspeed"]):
-            raise ConfigError(f"config key 'training.extra.deepspeed': no DeepSpeed config file '{t.extra['deepspeed']}'")
-    evaluating = bool(t.eval_steps and run.config.evaluators)
-    if evaluating:
-        args.update(eval_strategy="steps", eval_steps=t.eval_steps, **early_stopping_args(config))
-    args.update(t.extra)
-    try:
-        training_args = TrainingArguments(**args)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"invalid training settings: {exc}") from None
-
-    method, options = run.method, run.config.method.options
-    chunked = t.chunked_loss and run.model_task == "causal_lm" and use_chunked_loss(training_args, model)
-    guard, stopper = NonFiniteGuard(t.on_nonfinite), StopOnSignal()
-
-    class TuneryTrainer(SafeCheckpoints, Trainer):
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            loss = super().training_step(model, inputs, num_items_in_batch)
-            guard.note_loss(loss)
-            return loss
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if "position_ids" in inputs:  # packed rows: transformers finds their examples only without a KV cache
-                inputs = {**inputs, "use_cache": False}
-            loss = method.compute_loss(model, inputs, options, run)
-            if loss is None and chunked and not return_outputs and "labels" in inputs:
-                return trainer_loss(self, model, inputs, num_items_in_batch)
-            if loss is None:
-                return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                            num_items_in_batch=num_items_in_batch)
-            return (loss, None) if return_outputs else loss
-
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-            """The run's evaluators, every ``training.eval_steps`` (phase "during")."""
-            metrics = evaluate(run, self.model, evaluation, "during", step=self.state.global_step)
-            self.tunery_during.append(metrics)
-            logs = {f"{metric_key_prefix}_{k}": v for k, v in numeric(metrics).items() if k != "step"}
-            watched = config.early_stopping.metric
-            if watched and f"{metric_key_prefix}_{watched}" not in logs:
-                raise ConfigError(f"config key 'early_stopping.metric': the evaluation has no metric '{watched}'; "
-                                  f"it has: {', '.join(k for k in metrics if k != 'step') or 'none'} "
-                                  "(without evaluation data, set data.eval or data.val_split)")
-            self.log(logs)
-            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, logs)
-            return logs
-
-    class Reporter(TrainerCallback):
-        """Writes train_log.jsonl and forwards each record and checkpoint to the hooks."""
-
-        def __init__(self):
-            self.start = time.perf_counter()
-            self.log_path = run.output_dir / "train_log.jsonl"
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs:
-                return
-            tokens = int(sum_across_processes([collator.real_tokens])[0])  # every process takes part
-            if not state.is_world_process_zero:
-                return
-            elapsed = time.perf_counter() - self.start
-            record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
-                      "tokens": tokens, "tokens_per_s": round(tokens / max(elapsed, 1e-9), 2),
-                      "elapsed_s": round(elapsed, 3)}
-            with open(self.log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            run.notify("tunery_log", record=record)
-
-        def on_save(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                run.notify("tunery_checkpoint_saved", path=str(path), step=state.global_step)
-
-    callbacks = [*method.callbacks(options, run), Reporter(), Progress(lambda: collator.real_tokens), guard, stopper]
-    if config.early_stopping.metric:
-        from transformers import EarlyStoppingCallback
-
-        callbacks.append(EarlyStoppingCallback(config.early_stopping.patience, config.early_stopping.threshold))
-    trainer = TuneryTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=evaluation if evaluating else None,  # our evaluate() reads `evaluation` itself
-        data_collator=collator,
-        processing_class=run.tokenizer,
-        callbacks=callbacks,
-    )
-    trainer.tunery_during = []
-    place_tracker_logs(trainer, run.output_dir / "tensorboard")
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # records go to train_log.jsonl, logging and the hooks
-    trainer.tunery_collator = collator
-    trainer.tunery_guard, trainer.tunery_stopper = guard, stopper
-    return trainer
-
-
-def _fit_batch_size(run: RunContext, model: Any, train: list[dict]) -> tuple[int, int]:
-    """``training.auto_batch_size``: the batch size that fits, with grad_accum raised to match."""
-    from accelerate import PartialState
-
-    from .collate import Collator
-    from .guard import fit_batch_size
-
-    t, method, options = run.config.training, run.method, run.config.method.options
-
-    def loss_of(model, batch):
-        loss = method.compute_loss(model, batch, options, run)
-        return model(**batch).loss if loss is None else loss
-
-    size, accum = fit_batch_size(model, train, Collator(run.tokenizer.pad_token_id), loss_of,
-                                 t.batch_size, t.grad_accum, PartialState().device)
-    if size != t.batch_size:
-        log.warning("training.auto_batch_size: batch size %d does not fit; training with batch size %d and "
-                    "grad_accum %d (same effective batch of %d)", t.batch_size, size, accum, size * accum)
-    return size, accum
+# ----------------------------------------------------------------------------- the run
 
 
 def new_context(engine: Engine, config: RunConfig) -> RunContext:
     """The context of a run of ``config``, before anything is loaded."""
-    formatter = engine.formatters.get(config.format.name)
-    return RunContext(config=config, output_dir=Path(config.output_dir), engine=engine, data_task=formatter.task)
+    return RunContext.create(engine, config)
 
 
 def execute(engine: Engine, config: RunConfig) -> RunResult:
     """Run ``config`` to the end and return its result; lifecycle hooks see every phase."""
     run = new_context(engine, config)
     check_compatibility(run)
+    args = _training_arguments(run)
     if is_main_process():  # under torchrun / accelerate launch, the other processes write nothing
         run.output_dir = prepare_output_dir(config)
         (run.output_dir / "config.yaml").write_text(dump_yaml(config))
     run.notify("tunery_run_start")
     try:
-        result = _train(run)
+        result = _train(run, args)
     except BaseException as exc:
         run.notify("tunery_run_failed", error=exc)
         raise
@@ -467,51 +285,111 @@ def execute(engine: Engine, config: RunConfig) -> RunResult:
     return result
 
 
-def _train(run: RunContext) -> RunResult:
-    from transformers import set_seed
+def _training_arguments(run: RunContext) -> Any:
+    from .training import training_arguments
 
-    from .checkpoints import resume_point
-    from .guard import last_checkpoint_note
+    return training_arguments(run)
 
-    config, engine = run.config, run.engine
-    method, quantizer = run.method, run.quantizer
+
+def _train(run: RunContext, args: Any) -> RunResult:
     started = time.perf_counter()
-    run.model_source = engine.resolve_model(config.model)
+    config = run.config
+    run.model_source = run.engine.resolve_model(config.model)
     run.tokenizer = load_tokenizer(run.model_source, config.trust_remote_code)
     train, evaluation, data_summary = build_data(run)
-    rows = train
-    if packing_enabled(run):
-        if can_pack(train):
-            rows = pack(train, config.data.max_length)
-            data_summary["train"]["packed_rows"] = len(rows)
-        elif config.data.packing:
-            raise IncompatibleError(f"formatter '{run.formatter.name}' gives examples with more than input_ids and "
-                                    "labels, which cannot be packed; set data.packing=false")
-        else:
-            log.info("not packing: formatter '%s' gives examples with extra keys", run.formatter.name)
-    run.total_steps = planned_steps(config, len(rows))
-    run.model_task, run.num_labels = method.model_task(run.data_task)
     state = {**manifest(run), "config": config.to_dict(), "plugins_loaded": _plugins_loaded(run)}
+    from .checkpoints import resume_point
+
     checkpoint = resume_point(config.resume, run.output_dir / "checkpoints", state, config.resume_force)
-    keep = list(HEAD_MODULES) + method.fully_trained_modules(config.method.options, run)
+    model = load_base_model(run)
+    train = transform_examples(run, model, train, "train")
+    evaluation = transform_examples(run, model, evaluation, "eval")
+    rows = pack_rows(run, train, data_summary)
+    run.total_steps = planned_steps(config, len(rows))
+    model = prepare_model(run, model)
+    parameters = trainable_summary(model)
+    log.info("trainable parameters: %d of %d (%.4g%%)", parameters["trainable"], parameters["total"], parameters["percent"])
+
+    from .trainer import build_trainer
+
+    trainer = build_trainer(run, model, rows, evaluation, args,
+                            evaluate=lambda m, step: evaluate(run, m, evaluation, "during", step=step))
+    run.device = trainer.args.device
+    trainer.tunery_manifest = state
+    model = trainer.model
+    before = evaluate(run, model, evaluation, "before")
+    samples = {"before": sample_generations(run, model)}
+    output = fit(run, trainer, checkpoint)
+    # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
+    # measured like "before" and the returned model matches what was saved.
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    model_dir = run.output_dir / run.method.output(config.method.options)
+    if is_main_process():
+        save_result(run, model, model_dir)
+    after = evaluate(run, model, evaluation, "after")
+    samples["after"] = sample_generations(run, model)
+    metrics = {"train": train_metrics(trainer, output, len(train)), "parameters": parameters,
+               "before": before, "after": after, "data": data_summary,
+               "wall_seconds": round(time.perf_counter() - started, 3)}
+    _finish_metrics(run, trainer, output, metrics, evaluation)
+    if is_main_process():
+        write_outputs(run, model_dir, metrics, samples)
+    return RunResult(run.output_dir, model_dir, metrics, samples, model)
+
+
+def load_base_model(run: RunContext) -> Any:
+    """The base model with the head the objective asks for, loaded through the quantizer."""
+    from transformers import set_seed
+
+    config, quantizer = run.config, run.quantizer
+    keep = list(HEAD_MODULES) + run.method.fully_trained_modules(config.method.options, run)
     set_seed(config.seed)
     model = load_model(
         run.model_source, run.model_task, label_names=run.label_names if run.num_labels is None else None,
         num_labels=run.num_labels, pad_token_id=run.tokenizer.pad_token_id,
         extra=quantizer.load_kwargs(config.quantizer.options, keep, run), trust_remote_code=config.trust_remote_code,
     )
-    model = quantizer.after_load(model, config.quantizer.options)
-    model = quantizer.prepare(model, config.quantizer.options, run)
-    model = method.prepare(model, config.method.options, run)
-    parameters = trainable_summary(model)
-    log.info("trainable parameters: %d of %d (%.4g%%)", parameters["trainable"], parameters["total"], parameters["percent"])
-    trainer = build_trainer(run, model, rows, evaluation)
-    run.device = trainer.args.device
-    model = trainer.model
-    trainer.tunery_manifest = state
+    return quantizer.after_load(model, config.quantizer.options)
 
-    before = evaluate(run, model, evaluation, "before")
-    samples = {"before": sample_generations(run, model)}
+
+def transform_examples(run: RunContext, model: Any, examples: list[dict], split: str) -> list[dict]:
+    """Each extension's :meth:`~tunery.Extension.transform_examples`, in order."""
+    for extension, options in run.extensions:
+        examples = member_call(run, "extension", "transform_examples", examples, options, run, split, member=extension)
+    return examples
+
+
+def pack_rows(run: RunContext, train: list[dict], data_summary: dict) -> list[dict]:
+    """The training rows: several examples per row where packing is on."""
+    if not packing_enabled(run):
+        return train
+    if can_pack(train):
+        rows = pack(train, run.config.data.max_length)
+        data_summary["train"]["packed_rows"] = len(rows)
+        return rows
+    if run.config.data.packing:
+        raise IncompatibleError(f"formatter '{run.formatter.name}' gives examples with more than input_ids and "
+                                "labels, which cannot be packed; set data.packing=false")
+    log.info("not packing: formatter '%s' gives examples with extra keys", run.formatter.name)
+    return train
+
+
+def prepare_model(run: RunContext, model: Any) -> Any:
+    """Make the model trainable: the quantizer's preparation, the method (what trains), then the
+    objective and each extension."""
+    config = run.config
+    model = run.quantizer.prepare(model, config.quantizer.options, run)
+    model = member_call(run, "method", "prepare", model, config.method.options, run)
+    model = member_call(run, "objective", "prepare", model, config.objective.options, run)
+    for extension, options in run.extensions:
+        model = member_call(run, "extension", "prepare", model, options, run, member=extension)
+    return model
+
+
+def fit(run: RunContext, trainer: Any, checkpoint: Path | None) -> Any:
+    """``trainer.train()``, with signals, unsafe checkpoints and failures turned into tunery errors."""
+    from .guard import last_checkpoint_note
+
     stopper = trainer.tunery_stopper
     try:
         with stopper.installed():
@@ -528,28 +406,25 @@ def _train(run: RunContext) -> RunResult:
             f"training stopped by {stopper.received} at step {trainer.state.global_step}; "
             f"{last_checkpoint_note(trainer.args.output_dir)}. Run the same command with --resume to continue"
         )
-    # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
-    # measured like "before" and the returned model matches what was saved.
-    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-    model_dir = run.output_dir / method.output(config.method.options)
-    if is_main_process():
-        save_result(run, model, model_dir)
-    after = evaluate(run, model, evaluation, "after")
-    samples["after"] = sample_generations(run, model)
+    return output
 
+
+def train_metrics(trainer: Any, output: Any, n_examples: int) -> dict:
+    """The ``train`` part of metrics.json."""
     collator = trainer.tunery_collator
     tokens, padded = (int(n) for n in sum_across_processes([collator.real_tokens, collator.padded_tokens]))
-    train_metrics = {
+    runtime = output.metrics.get("train_runtime", 0.0)
+    return {
         "loss": _last_loss(trainer), "mean_loss": output.training_loss, "steps": output.global_step,
         "batch_size": trainer.args.per_device_train_batch_size, "grad_accum": trainer.args.gradient_accumulation_steps,
         "skipped_steps": trainer.tunery_guard.skipped,
-        "examples": len(train), "seconds": round(output.metrics.get("train_runtime", 0.0), 3),
-        "tokens": tokens, "padded_tokens": padded,
-        "tokens_per_s": round(tokens / max(output.metrics.get("train_runtime", 1e-9), 1e-9), 2),
+        "examples": n_examples, "seconds": round(runtime, 3),
+        "tokens": tokens, "padded_tokens": padded, "tokens_per_s": round(tokens / max(runtime, 1e-9), 2),
         "processes": trainer.args.world_size,
     }
-    metrics = {"train": train_metrics, "parameters": parameters, "before": before, "after": after, "data": data_summary,
-               "wall_seconds": round(time.perf_counter() - started, 3)}
+
+
+def _finish_metrics(run: RunContext, trainer: Any, output: Any, metrics: dict, evaluation: list[dict]) -> None:
     if trainer.tunery_during:
         metrics["during"] = trainer.tunery_during
     best = best_checkpoint(run, trainer.state)
@@ -558,15 +433,17 @@ def _train(run: RunContext) -> RunResult:
         metrics["stopped_early"] = output.global_step < run.total_steps
         log.info("best checkpoint: %s (%s=%.4g at step %s)%s", best["checkpoint"], best["metric"], best["value"],
                  best["step"], "; the saved result is that checkpoint" if best["kept"] else "")
-    if not evaluation and config.evaluators:
+    if not evaluation and run.config.evaluators:
         metrics["note"] = "no evaluation data: set data.val_split or data.eval to get before/after metrics"
-    if is_main_process():
-        _write_json(run.output_dir / "metrics.json", metrics)
-        if samples["before"] or samples["after"]:
-            _write_json(run.output_dir / "samples.json", samples)
-        _write_json(run.output_dir / "manifest.json", manifest(run))
-        write_reports(run, model_dir, metrics, samples)
-    return RunResult(run.output_dir, model_dir, metrics, samples, model)
+
+
+def write_outputs(run: RunContext, model_dir: Path, metrics: dict, samples: dict) -> None:
+    """metrics.json, samples.json, manifest.json and the reports."""
+    _write_json(run.output_dir / "metrics.json", metrics)
+    if samples["before"] or samples["after"]:
+        _write_json(run.output_dir / "samples.json", samples)
+    _write_json(run.output_dir / "manifest.json", manifest(run))
+    write_reports(run, model_dir, metrics, samples)
 
 
 def _plugins_loaded(run: RunContext) -> dict[str, str]:
@@ -629,6 +506,8 @@ def manifest(run: RunContext) -> dict:
         "output": run.method.output(config.method.options),
         "plugins": {
             "method": _plugin_record(run, "methods", config.method.name),
+            "objective": _plugin_record(run, "objectives", config.objective.name),
+            "extensions": [_plugin_record(run, "extensions", c.name) for c in config.extensions],
             "format": _plugin_record(run, "formatters", config.format.name),
             "quantizer": _plugin_record(run, "quantizers", config.quantizer.name),
             "evaluators": [_plugin_record(run, "evaluators", c.name) for c in config.evaluators],

@@ -52,7 +52,8 @@ def load(engine: Engine, target: str, task: str | None = None) -> LoadedModel:
 
 
 def _load_run(engine: Engine, path: Path, quantize: bool = True) -> LoadedModel:
-    from .run import HEAD_MODULES, RunContext
+    from .context import RunContext
+    from .run import HEAD_MODULES
 
     manifest = json.loads((path / "manifest.json").read_text())
     config = engine.config(path / "config.yaml")
@@ -88,10 +89,11 @@ def check_can_generate(engine: Engine, target: str) -> None:
     if not is_run_dir(target):
         return
     task = json.loads((Path(target) / "manifest.json").read_text())["task"]["model"]
-    method = engine.methods.get(engine.config(Path(target) / "config.yaml").method.name)
+    config = engine.config(Path(target) / "config.yaml")
+    method, objective = engine.methods.get(config.method.name), engine.objectives.get(config.objective.name)
     if task != "causal_lm":
-        raise IncompatibleError(f"run folder '{target}' holds a {task} model (method '{method.name}'); "
-                                "generate needs a causal language model run")
+        raise IncompatibleError(f"run folder '{target}' holds a {task} model (objective '{objective.name}', "
+                                f"method '{method.name}'); generate needs a causal language model run")
     if not method.can_generate:
         raise IncompatibleError(f"method '{method.name}' of run folder '{target}' cannot generate text")
 

@@ -3,6 +3,7 @@ so that the loss falls on exactly the response tokens."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from .collate import IGNORE_INDEX
@@ -15,8 +16,10 @@ def text_column(row: Mapping[str, Any], column: str, *, required: bool = True, a
     if column not in row or row[column] is None:
         if not required:
             return ""
-        raise RowError("missing column", f"no '{column}' (columns present: {', '.join(map(str, row)) or 'none'})")
+        raise missing(row, column)
     value = row[column]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RowError("wrong type", f"'{column}' is {value}, not text")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
@@ -24,6 +27,13 @@ def text_column(row: Mapping[str, Any], column: str, *, required: bool = True, a
     if not allow_empty and required and not value.strip():
         raise RowError("empty text", f"'{column}' is empty")
     return value
+
+
+def missing(row: Mapping[str, Any], column: str) -> RowError:
+    """The error for a required ``column`` that ``row`` lacks or holds null in."""
+    if column in row:
+        return RowError("empty text", f"column '{column}' is empty/null")
+    return RowError("missing column", f"no '{column}' (columns present: {', '.join(map(str, row)) or 'none'})")
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
@@ -57,17 +67,24 @@ def prompt_response(tokenizer: Any, prompt: str, response: str, *, add_eos: bool
             "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
 
 
-def chat_prompt_response(tokenizer: Any, messages: list[dict], response: str) -> dict:
+def chat_prompt_response(tokenizer: Any, messages: list[dict], response: str | list[dict], *,
+                         allow_empty: bool = False) -> dict:
     """Like :func:`prompt_response`, with ``messages`` rendered by the tokenizer's chat template
-    and ``response`` as the assistant's reply. The template's end-of-turn tokens are learned."""
+    and ``response`` as the assistant's reply (or the list of messages that follow the prompt).
+    The template's end-of-turn tokens are learned; an empty reply is refused unless
+    ``allow_empty`` (then only its end-of-turn tokens are learned)."""
+    turns = [{"role": "assistant", "content": response}] if isinstance(response, str) else response
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}], tokenize=False)
+    full = tokenizer.apply_chat_template(messages + turns, tokenize=False)
     if not full.startswith(prompt):  # a template that rewrites earlier turns: fall back to prompt + reply
+        if not isinstance(response, str):
+            raise RowError("template mismatch", "the chat template renders the prompt differently once the "
+                                                "reply follows; set format.template=plain")
         return prompt_response(tokenizer, prompt, response, prompt_is_rendered=True)
     prompt_ids = encode(tokenizer, prompt)
     rest = full[len(prompt):]
     response_ids = encode(tokenizer, rest.rstrip("\n") if rest.endswith("\n") else rest)
-    if not response.strip() or not response_ids:
+    if not response_ids or not allow_empty and not any(t["content"].strip() for t in turns):
         raise RowError("empty response", "the assistant reply is empty")
     return {"input_ids": prompt_ids + response_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tunery import hookimpl
-from tunery.errors import ConfigError, IncompatibleError
-from tunery.peft_support import PeftMethod, target_modules
+from tunery import ConfigError, IncompatibleError, PeftMethod, hookimpl, target_modules
 
 
 @dataclasses.dataclass

@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from tunery import Formatter, RowError, hookimpl
-from tunery.text import chat_prompt_response, has_chat_template, prompt_response, text_column
+from tunery import Formatter, RowError, chat_prompt_response, has_chat_template, hookimpl, prompt_response, text_column
 
 PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 PROMPT_WITH_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"

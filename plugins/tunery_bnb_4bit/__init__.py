@@ -17,8 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from tunery import hookimpl
-from tunery.bnb_support import BnbQuantizer
+from tunery import BnbQuantizer, hookimpl
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -44,7 +43,7 @@ class Bnb4bit(BnbQuantizer):
         import torch
 
         if options.compute_dtype == "auto":
-            from tunery.run import bf16_default
+            from tunery import bf16_default
 
             return torch.bfloat16 if bf16_default() else torch.float32
         return getattr(torch, options.compute_dtype)

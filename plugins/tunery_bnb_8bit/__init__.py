@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tunery import hookimpl
-from tunery.bnb_support import BnbQuantizer
-from tunery.errors import ConfigError
+from tunery import BnbQuantizer, ConfigError, hookimpl
 
 
 @dataclasses.dataclass

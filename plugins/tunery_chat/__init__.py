@@ -23,6 +23,8 @@ class ChatOptions:
     train_on: Literal["assistant", "last_assistant", "all"] = "assistant"
     # None: the tokenizer's chat template; or chatml, llama-2, llama-3, alpaca; or a Jinja template
     template: str | None = None
+    # a column of function schemas (OpenAI ``tools``, or glaive / ShareGPT's JSON text), given to the template
+    tools: str | None = "tools"
 
 
 class Chat(Formatter):
@@ -32,13 +34,14 @@ class Chat(Formatter):
     Options = ChatOptions
 
     def format(self, row, tokenizer, options, run):
-        from tunery.chat import read_messages, render, trained_messages
+        from tunery import read_messages, read_tools, render, trained_messages
 
         messages = read_messages(row, options.column, roles=options.roles, role_key=options.role_key,
                                  content_key=options.content_key, weight_key=options.weight_key,
                                  system_column=options.system)
         trained = trained_messages(messages, options.train_on)
-        return render(tokenizer, messages, trained, options.template, every_token=options.train_on == "all")
+        return render(tokenizer, messages, trained, options.template, every_token=options.train_on == "all",
+                      tools=read_tools(row, options.tools))
 
 
 @hookimpl

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tunery import Formatter, RowError, hookimpl
-from tunery.text import text_column
+from tunery import Formatter, RowError, hookimpl, text_column
 
 
 @dataclasses.dataclass

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tunery import Formatter, RowError, hookimpl
-from tunery.text import bos_ids, encode, eos_ids, text_column
+from tunery import Formatter, RowError, bos_ids, encode, eos_ids, hookimpl, text_column
 
 
 @dataclasses.dataclass

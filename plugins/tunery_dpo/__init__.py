@@ -1,13 +1,13 @@
-"""Method ``dpo``: Direct Preference Optimisation of a policy on preference pairs.
+"""Objective ``dpo``: Direct Preference Optimisation of a policy on preference pairs.
 
 The loss compares the policy's log-probabilities of the chosen and rejected responses with a
-reference model's (``sigmoid``: DPO; ``ipo``; ``hinge``: SLiC), scaled by ``beta``. The weights
-are trained by another method (``adapter: lora`` by default). The reference costs no second
-copy of the weights:
+reference model's (``sigmoid``: DPO; ``ipo``; ``hinge``: SLiC), scaled by ``beta``. Any method
+trains the weights (``method: lora``, ``ia3``, ``full`` ...). The reference costs no second copy
+of the weights:
 
-* with an adapter (peft), the reference is the same base with the adapter disabled
-  (``model.disable_adapter()``), computed at every step;
-* with a method that changes the weights themselves (``full``, ...), the reference
+* with a method that can switch itself off (a peft adapter: ``Method.can_disable``), the
+  reference is the same base with the adapter disabled, computed at every step;
+* with a method that changes the weights themselves (``full``, ``freeze``, ...), the reference
   log-probabilities of every training pair are computed once, before the first step, with the
   initial weights.
 
@@ -20,14 +20,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from tunery import hookimpl
-from tunery.errors import ConfigError, TrainingError
-from tunery.preference import AdapterBackedMethod, AdapterChoice
+from tunery import ConfigError, Objective, TrainingError, hookimpl
+
+DPO_LOSSES = ("sigmoid", "ipo", "hinge")
 
 
 @dataclasses.dataclass
-class DpoOptions(AdapterChoice):
-    """DPO settings; ``adapter``/``adapter_options`` choose the method that trains the weights."""
+class DpoOptions:
+    """DPO settings."""
 
     beta: float = 0.1
     loss: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
@@ -40,9 +40,33 @@ class DpoOptions(AdapterChoice):
             raise ConfigError(f"config key '{where}.label_smoothing' must be in [0, 0.5), got {self.label_smoothing}")
 
 
-class Dpo(AdapterBackedMethod):
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, *, beta: float, kind: str = "sigmoid",
+             label_smoothing: float = 0.0):
+    """Per-pair DPO losses and the implicit rewards ``beta * (log pi - log pi_ref)`` of chosen and
+    rejected responses (detached). ``kind``: ``sigmoid`` (DPO, with optional label smoothing as in
+    conservative DPO), ``ipo`` (squared distance to ``1 / (2 beta)``; pass per-token mean
+    log-probs) or ``hinge`` (SLiC)."""
+    import torch.nn.functional as F
+
+    logits = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
+    if kind == "sigmoid":
+        losses = (-F.logsigmoid(beta * logits) * (1 - label_smoothing)
+                  - F.logsigmoid(-beta * logits) * label_smoothing)
+    elif kind == "ipo":
+        losses = (logits - 1 / (2 * beta)) ** 2
+    elif kind == "hinge":
+        losses = F.relu(1 - beta * logits)
+    else:
+        raise ConfigError(f"unknown DPO loss '{kind}'; use one of {', '.join(DPO_LOSSES)}")
+    chosen_rewards = beta * (policy_chosen - ref_chosen).detach()
+    rejected_rewards = beta * (policy_rejected - ref_rejected).detach()
+    return losses, chosen_rewards, rejected_rewards
+
+
+class Dpo(Objective):
     name = "dpo"
     description = "Direct Preference Optimisation (sigmoid, IPO, hinge); the reference costs no weight copy"
+    tasks = frozenset({"preference"})
     Options = DpoOptions
 
     def model_task(self, data_task):
@@ -50,14 +74,13 @@ class Dpo(AdapterBackedMethod):
 
     def compute_loss(self, model, inputs, options, run):
         import torch
-
-        from tunery.preference import dpo_loss, pair_logps, record
+        from tunery import pair_logps, record
 
         average = options.loss == "ipo"  # IPO compares per-token mean log-probabilities
         policy_chosen, policy_rejected = pair_logps(model, inputs, run, average)
         if "ref_chosen_logps" in inputs:
             ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        elif hasattr(model, "disable_adapter"):
+        elif run.method.can_disable:
             with torch.no_grad(), model.disable_adapter():
                 ref_chosen, ref_rejected = pair_logps(model, inputs, run, average)
         else:
@@ -76,13 +99,12 @@ class Dpo(AdapterBackedMethod):
 
     def callbacks(self, options, run):
         import torch
-
-        from tunery.preference import metrics_callback, pair_logps
+        from tunery import metrics_callback, pair_logps
 
         def reference_logps(model, train_dataloader):
             """Without an adapter to disable, the reference is the initial weights: compute its
             log-probabilities of every training pair now, once, before the first step."""
-            if hasattr(model, "disable_adapter"):
+            if run.method.can_disable:
                 return
             examples = getattr(train_dataloader, "dataset", None)
             if not isinstance(examples, list):
@@ -103,5 +125,5 @@ class Dpo(AdapterBackedMethod):
 
 
 @hookimpl
-def tunery_register_methods(registry):
-    registry.add(Dpo(registry))
+def tunery_register_objectives(registry):
+    registry.add(Dpo())

@@ -45,7 +45,7 @@ class ClassificationEval(Evaluator):
     Options = ClassificationOptions
 
     def evaluate(self, model, dataset, options, run):
-        from tunery.evaluation import describe
+        from tunery import describe
 
         gold, predicted, confidence = [], [], []
         for batch in run.batches(dataset, options.batch_size):

@@ -13,8 +13,7 @@ import dataclasses
 import re
 import string
 
-from tunery import ConfigError, EvalResult, Evaluator, hookimpl
-from tunery.options import at_least
+from tunery import ConfigError, EvalResult, Evaluator, at_least, hookimpl
 
 
 @dataclasses.dataclass
@@ -81,8 +80,7 @@ class GenerationEval(Evaluator):
     Options = GenerationOptions
 
     def evaluate(self, model, dataset, options, run):
-        from tunery.evaluation import split_example
-        from tunery.generation import complete
+        from tunery import complete, split_example
 
         decoding = {"num_beams": options.num_beams, "repetition_penalty": options.repetition_penalty}
         if options.temperature > 0:

@@ -26,7 +26,7 @@ class Loss(Evaluator):
     Options = LossOptions
 
     def evaluate(self, model, dataset, options, run):
-        from tunery.evaluation import describe
+        from tunery import describe
 
         per_example: list[float] = []
         metrics = self._measure(model, dataset, options, run, per_example if options.worst else None)
@@ -40,7 +40,7 @@ class Loss(Evaluator):
     @staticmethod
     def _measure(model, dataset, options, run, per_example: list | None = None):
         """Loss metrics of ``dataset``; each example's own loss is appended to ``per_example``."""
-        from tunery.evaluation import example_losses, logits, loss_sum
+        from tunery import example_losses, logits, loss_sum
 
         total, count = 0.0, 0
         causal = run.model_task == "causal_lm"

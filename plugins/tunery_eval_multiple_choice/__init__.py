@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from tunery import ConfigError, DataError, EvalResult, Evaluator, RowError, hookimpl
-from tunery.evaluation import logits as aligned_logits
+from tunery import logits as aligned_logits
 
 
 @dataclasses.dataclass
@@ -38,7 +38,7 @@ class MultipleChoiceOptions:
 
 def read_questions(path: str, limit: int | None) -> list[dict]:
     """The questions of ``path``, checked; a DataError lists every bad row by file and line."""
-    from tunery.data import Problem, load_rows, problems_message
+    from tunery import Problem, load_rows, problems_message
 
     rows, _, problems = load_rows([path], limit)
     questions = []
@@ -80,7 +80,7 @@ class MultipleChoice(Evaluator):
     Options = MultipleChoiceOptions
 
     def evaluate(self, model, dataset, options, run):
-        from tunery.text import bos_ids, encode
+        from tunery import bos_ids, encode
 
         questions = read_questions(options.data, options.limit)
         tokenizer = run.tokenizer

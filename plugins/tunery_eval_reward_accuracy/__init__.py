@@ -24,7 +24,7 @@ class RewardAccuracy(Evaluator):
     Options = RewardAccuracyOptions
 
     def evaluate(self, model, dataset, options, run):
-        from tunery.preference import pair_metrics, score_examples
+        from tunery import pair_metrics, score_examples
 
         return pair_metrics(score_examples(model, dataset, run, options.batch_size))
 

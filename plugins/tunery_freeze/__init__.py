@@ -14,9 +14,7 @@ import dataclasses
 import re
 from typing import Literal
 
-from tunery import Method, hookimpl
-from tunery.errors import ConfigError, IncompatibleError
-from tunery.options import at_least
+from tunery import ConfigError, IncompatibleError, Method, at_least, hookimpl
 
 CLASSIFICATION_HEADS = ("classifier", "score")
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tunery import hookimpl
-from tunery.peft_support import PeftMethod, target_modules
+from tunery import PeftMethod, hookimpl, target_modules
 
 
 @dataclasses.dataclass

@@ -5,10 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from tunery import hookimpl
-from tunery.errors import ConfigError, IncompatibleError
-from tunery.options import at_least
-from tunery.peft_support import PeftMethod, target_modules
+from tunery import ConfigError, IncompatibleError, PeftMethod, at_least, hookimpl, target_modules
 
 
 @dataclasses.dataclass

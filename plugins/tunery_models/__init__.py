@@ -22,9 +22,7 @@ import json
 import os
 import re
 
-from tunery.errors import ModelSourceError
-from tunery.hookspecs import hookimpl
-from tunery.models import ModelListing, ResolvedModel
+from tunery import ModelListing, ModelSourceError, ResolvedModel, hookimpl
 
 from . import gguf_cache
 

@@ -10,10 +10,7 @@ import dataclasses
 import typing
 from typing import Any
 
-from tunery import hookimpl
-from tunery.errors import ConfigError
-from tunery.options import closest, coerce
-from tunery.peft_support import PeftMethod, target_modules
+from tunery import ConfigError, PeftMethod, closest, coerce, hookimpl, target_modules
 
 #: peft types with a method of their own in tunery (they need more than a config).
 OWN_METHODS = {"lora": "lora", "adalora": "adalora", "ia3": "ia3", "prefix_tuning": "prefix",

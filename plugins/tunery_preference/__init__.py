@@ -19,13 +19,24 @@ response only; ``margin`` (a number column, 0 when absent) is kept for the rewar
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Literal
 
-from tunery import Formatter, RowError, hookimpl
-from tunery.chat import ROLES, content_text
-from tunery.collate import IGNORE_INDEX
-from tunery.text import chat_prompt_response, has_chat_template, prompt_response, text_column
+from tunery import (
+    IGNORE_INDEX,
+    ROLES,
+    Formatter,
+    RowError,
+    chat_prompt_response,
+    content_text,
+    has_chat_template,
+    hookimpl,
+    missing,
+    note,
+    prompt_response,
+    text_column,
+)
 
 
 @dataclasses.dataclass
@@ -53,7 +64,7 @@ class Preference(Formatter):
     def format(self, row, tokenizer, options, run):
         for column in (options.chosen, options.rejected):
             if row.get(column) is None:
-                raise RowError("missing column", f"no '{column}' (columns present: {', '.join(map(str, row))})")
+                raise missing(row, column)
         prompt, chosen, rejected = self._split(row, options)
         if chosen == rejected:
             raise RowError("identical responses", "chosen and rejected are the same text")
@@ -88,22 +99,27 @@ class Preference(Formatter):
         return self._replies([], chosen, rejected)  # (d) two full conversations, no prompt column
 
     def _replies(self, prompt, chosen_raw, rejected_raw):
-        """Split two continuations of ``prompt`` after their shared turns; what is left of each
-        must be exactly one assistant reply."""
+        """Split two continuations of ``prompt`` after their shared turns. Where they differ
+        before their last reply, the prompt is their longest common prefix that ends before an
+        assistant turn, and each response is the rest of its transcript (as TRL does)."""
         chosen = self._continuation(chosen_raw, "chosen")
         rejected = self._continuation(rejected_raw, "rejected")
         shared = 0
         while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
             shared += 1
-        replies = []
-        for side, messages in (("chosen", chosen), ("rejected", rejected)):
-            if len(messages) != shared + 1:
-                raise RowError("no shared prompt", f"'{side}' differs from the other side before its last reply")
-            replies.append(self._reply(messages[-1], side))
+        while shared > 0 and not chosen[shared]["role"] == rejected[shared]["role"] == "assistant":
+            shared -= 1  # back to a turn boundary before the assistant speaks
         prompt = prompt + chosen[:shared]
         if not prompt:
             raise RowError("no shared prompt", "no prompt turn before the replies")
-        return prompt, replies[0], replies[1]
+        if len(chosen) == len(rejected) == shared + 1:
+            return prompt, self._reply(chosen[-1], "chosen"), self._reply(rejected[-1], "rejected")
+        for side, messages in (("chosen", chosen), ("rejected", rejected)):
+            if messages[shared]["role"] != "assistant":
+                raise RowError("wrong role", f"'{side}' goes on with a {messages[shared]['role']} turn, "
+                                             "not the assistant's reply")
+        note("prompt taken as the longest common prefix (the transcripts differ before the last reply)")
+        return prompt, chosen[shared:], rejected[shared:]
 
     def _continuation(self, value, side):
         if isinstance(value, str):
@@ -126,8 +142,8 @@ class Preference(Formatter):
             message = message["content"]
         if not isinstance(message, str):
             raise RowError("wrong type", f"'{side}' must be text or one assistant message")
-        if not message.strip():
-            raise RowError("empty response", f"'{side}' is empty")
+        if not message.strip():  # a valid reply (HH-RLHF's harmless answer is silence): end-of-sequence only
+            note("empty reply (trained as end-of-sequence only)")
         return message
 
     @staticmethod
@@ -177,8 +193,8 @@ class Preference(Formatter):
         value = row.get(column)
         if value is None:
             return 0.0
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RowError("wrong type", f"'{column}' must be a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise RowError("wrong type", f"'{column}' must be a finite number, got {value!r}")
         return float(value)
 
     # ------------------------------------------------------------------ rendering
@@ -192,8 +208,11 @@ class Preference(Formatter):
             prompt = [{"role": "user", "content": prompt}]
         if isinstance(prompt, list):
             if chat:  # prompt and reply tokenised apart: both sides share the very same prompt tokens
-                return chat_prompt_response(tokenizer, prompt, response)
-            prompt, response = Preference._plain(prompt, options), " " + response.strip()
+                return chat_prompt_response(tokenizer, prompt, response, allow_empty=True)
+            prompt = Preference._plain(prompt, options)
+            if isinstance(response, list):  # several turns, the first the assistant's: its marker ends the prompt
+                response = Preference._plain(response, options, then_assistant=False)[len(options.assistant_marker):]
+            response = " " + response.strip() if response.strip() else ""
         if tokenizer.bos_token_id is None and tokenizer.cls_token_id is not None:  # an encoder: [CLS] p [SEP] r [SEP]
             ids = list((tokenizer(prompt, response) if prompt else tokenizer(response))["input_ids"])
             n_prompt = len(tokenizer(prompt)["input_ids"]) if prompt else 1  # [CLS] prompt [SEP]
@@ -201,7 +220,7 @@ class Preference(Formatter):
         return prompt_response(tokenizer, prompt, response)
 
     @staticmethod
-    def _plain(messages, options):
+    def _plain(messages, options, then_assistant=True):
         text = ""
         for message in messages:
             if message["role"] == "system":
@@ -209,7 +228,7 @@ class Preference(Formatter):
             else:
                 marker = options.human_marker if message["role"] != "assistant" else options.assistant_marker
                 text += f"{marker} {message['content'].strip()}"
-        return text + options.assistant_marker
+        return text + (options.assistant_marker if then_assistant else "")
 
 
 @hookimpl

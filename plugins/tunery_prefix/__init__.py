@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tunery import hookimpl
-from tunery.errors import IncompatibleError
-from tunery.options import at_least
-from tunery.peft_support import PromptLearningMethod
+from tunery import IncompatibleError, PromptLearningMethod, at_least, hookimpl
 
 
 @dataclasses.dataclass

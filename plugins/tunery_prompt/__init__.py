@@ -5,10 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from tunery import hookimpl
-from tunery.errors import ConfigError
-from tunery.options import at_least
-from tunery.peft_support import PromptLearningMethod
+from tunery import ConfigError, PromptLearningMethod, at_least, hookimpl
 
 
 @dataclasses.dataclass

@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from tunery import hookimpl
-from tunery.options import at_least
-from tunery.peft_support import PromptLearningMethod
+from tunery import PromptLearningMethod, at_least, hookimpl
 
 
 @dataclasses.dataclass

@@ -1,41 +1,48 @@
-"""Method ``reward`` (the RLHF reward step) and the ``tunery score`` command.
+"""Objective ``reward`` (the RLHF reward step) and the ``tunery score`` command.
 
 A reward model is the base model (causal LM or encoder) with a one-output score head, trained
 on preference pairs with the Bradley-Terry loss ``-log sigmoid(r_chosen - r_rejected - margin)``.
-The weights underneath are trained by another method (``adapter: lora`` by default, or
-``full``, ...); the score head is always trained and saved. The result loads with
+Any method trains the weights underneath (``method: lora``, ``full``, ``ia3``, ``prefix`` ...);
+the score head is always trained and saved. The result loads with
 ``AutoModelForSequenceClassification`` (``num_labels=1``) plus the adapter.
 """
 
 from __future__ import annotations
 
-from tunery import hookimpl
-from tunery.errors import IncompatibleError
-from tunery.preference import AdapterBackedMethod, AdapterChoice
+from tunery import IncompatibleError, Objective, hookimpl
 
 HEAD_NAMES = ("score", "classifier")
 
 
-class Reward(AdapterBackedMethod):
+def bradley_terry_loss(chosen, rejected, margin=None):
+    """Mean of ``-log sigmoid(r_chosen - r_rejected - margin)`` over the pairs."""
+    import torch.nn.functional as F
+
+    diff = chosen - rejected
+    if margin is not None:
+        diff = diff - margin.to(diff.dtype)
+    return -F.logsigmoid(diff).mean()
+
+
+class Reward(Objective):
     name = "reward"
     description = "reward model (RLHF reward step): score head + Bradley-Terry loss on preference pairs"
-    Options = AdapterChoice
+    tasks = frozenset({"preference"})
     can_generate = False
 
     def model_task(self, data_task):
         return "classification", 1
 
     def prepare(self, model, options, run):
-        model = super().prepare(model, options, run)
         if not any(p.requires_grad for n, p in model.named_parameters() if any(h in n for h in HEAD_NAMES)):
             raise IncompatibleError(
-                f"method 'reward' with adapter '{options.adapter}': the score head is not trained; "
-                "use an adapter method that trains it (lora, full) or list it in adapter_options.modules_to_save"
+                f"objective 'reward' with method '{run.method.name}': the score head is not trained; "
+                "use a method that trains it (lora, ia3, full, ...) or list it in the method's modules_to_save"
             )
         return model
 
     def compute_loss(self, model, inputs, options, run):
-        from tunery.preference import bradley_terry_loss, pair_scores, record
+        from tunery import pair_scores, record
 
         chosen, rejected = pair_scores(model, inputs, run)
         if model.training:
@@ -44,14 +51,14 @@ class Reward(AdapterBackedMethod):
         return bradley_terry_loss(chosen, rejected, inputs.get("margin"))
 
     def callbacks(self, options, run):
-        from tunery.preference import metrics_callback
+        from tunery import metrics_callback
 
         return [metrics_callback(run.state.setdefault(self.name, {}))]
 
 
 @hookimpl
-def tunery_register_methods(registry):
-    registry.add(Reward(registry))
+def tunery_register_objectives(registry):
+    registry.add(Reward())
 
 
 @hookimpl
@@ -70,12 +77,12 @@ def tunery_register_commands(cli):
         """Score texts or preference pairs with a reward model run folder."""
         import json
 
-        from tunery.cli import _setup_logging, get_engine
+        from tunery import command_engine, setup_logging
 
         from .scoring import score_file
 
-        _setup_logging(False)
-        results, summary = score_file(get_engine(ctx), run_dir, list(data), fmt, batch_size)
+        setup_logging(False)
+        results, summary = score_file(command_engine(ctx), run_dir, list(data), fmt, batch_size)
         lines = "".join(json.dumps(r) + "\n" for r in results)
         if output:
             with open(output, "w") as f:

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunery import data as datapipe
-from tunery.errors import DataError, IncompatibleError, RowError
-from tunery.preference import pair_metrics, score_examples
-from tunery.run import RunContext
-from tunery.runs import is_run_dir
-from tunery.text import text_column
+from tunery import (
+    DataError,
+    IncompatibleError,
+    Problem,
+    RowError,
+    RunContext,
+    format_rows,
+    is_run_dir,
+    load_rows,
+    pair_metrics,
+    problems_message,
+    score_examples,
+    text_column,
+)
 
 
 def score_file(engine, run_dir: str, specs: list[str], fmt: str = "preference",
@@ -27,20 +35,20 @@ def score_file(engine, run_dir: str, specs: list[str], fmt: str = "preference",
     task = loaded.manifest["task"]
     if task["model"] != "classification" or task.get("num_labels") != 1:
         raise IncompatibleError(f"run '{run_dir}' is not a reward model (method '{loaded.method}'); "
-                                "train one with --method reward --format preference")
+                                "train one with --objective reward --format preference")
     config = loaded.config
-    run = RunContext(config=config, output_dir=Path(run_dir), engine=engine, data_task="preference",
-                     model_task="classification", num_labels=1, tokenizer=loaded.tokenizer,
-                     device=next(loaded.model.parameters()).device)
-    rows, _, problems = datapipe.load_rows(specs)
+    run = RunContext.create(engine, config, output_dir=Path(run_dir), data_task="preference",
+                            model_task="classification", num_labels=1, tokenizer=loaded.tokenizer,
+                            device=next(loaded.model.parameters()).device)
+    rows, _, problems = load_rows(specs)
     examples, sources = [], []
     if fmt == "preference":
         formatter = engine.formatters.get("preference")
         options = config.format.options if config.format.name == "preference" else formatter.parse_options({}, "format")
         for row in rows:  # one at a time, so that each score keeps its row's source
-            formatted, _, dropped = datapipe.format_rows([row], formatter, options, loaded.tokenizer, run, problems)
+            formatted, _, dropped = format_rows([row], formatter, options, loaded.tokenizer, run, problems)
             if dropped:
-                problems.append(datapipe.Problem(row.source, "too long", "longer than data.max_length (data.truncation=drop)"))
+                problems.append(Problem(row.source, "too long", "longer than data.max_length (data.truncation=drop)"))
             examples += formatted
             sources += [str(row.source)] * len(formatted)
     else:
@@ -53,9 +61,9 @@ def score_file(engine, run_dir: str, specs: list[str], fmt: str = "preference",
                 examples.append({"input_ids": list(ids)})
                 sources.append(str(row.source))
             except RowError as exc:
-                problems.append(datapipe.Problem(row.source, exc.reason, exc.detail))
+                problems.append(Problem(row.source, exc.reason, exc.detail))
     if problems:
-        raise DataError(datapipe.problems_message(problems, "scored"), problems)
+        raise DataError(problems_message(problems, "scored"), problems)
     if fmt == "preference":
         scores = score_examples(loaded.model, examples, run, batch_size)
         results = [{"source": s, "chosen": c, "rejected": r, "correct": c > r} for s, (c, r) in zip(sources, scores)]

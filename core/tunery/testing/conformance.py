@@ -28,7 +28,7 @@ import pytest
 from ..engine import Engine
 from ..errors import IncompatibleError, ModelSourceError
 from ..hookspecs import hookimpl
-from ..members import Evaluator, Formatter, Method, Quantizer
+from ..members import Evaluator, Method, Quantizer
 
 PROMPT = "What is 3 plus 3?"
 NO_MODEL = "/nonexistent/tunery-conformance-model"  # resolving it fails: a check must refuse first
@@ -63,15 +63,8 @@ class QuantizedLoad(Quantizer):
         raise AssertionError("the run loaded a model although the method does not accept a quantized base")
 
 
-class Pairs(Formatter):
-    """A formatter of preference pairs, for methods that do not train them."""
-
-    name = "conformance-pairs"
-    task = "preference"
-
-
 class ConformancePlugin:
-    """The kit's in-process plugin: the probe and the stand-ins above."""
+    """The kit's in-process plugin: the probe and the quantizer stand-in above."""
 
     def __init__(self):
         self.probe = Probe()
@@ -84,9 +77,6 @@ class ConformancePlugin:
     def tunery_register_quantizers(self, registry):
         registry.add(QuantizedLoad())
 
-    @hookimpl
-    def tunery_register_formatters(self, registry):
-        registry.add(Pairs())
 
 
 @dataclasses.dataclass
@@ -238,15 +228,15 @@ class MethodConformance:
         engine, member = self.engine(cache_dir=str(tmp_path / "cache")), self.member()
         task = "causal_lm" if "causal_lm" in member.tasks else "classification"
         base = self.config(NO_MODEL, str(tmp_path / "run"), tunery_data[task], task)
-        cases = {"formatter": {**base, "format": "conformance-pairs", "evaluators": []}}
+        cases = {}
+        for other in {"causal_lm", "classification"} - set(member.tasks):
+            cases[f"task {other}"] = self.config(NO_MODEL, str(tmp_path / "run"), tunery_data[other], other)
         if not member.accepts_quantized:
             cases["quantizer"] = {**base, "quantizer": "conformance-quantized"}
         if not member.supports_packing:
             cases["packing"] = {**base, "data": {**base["data"], "packing": True}}
         if not member.can_generate and task == "causal_lm":
             cases["generation"] = {**base, "generation": {"prompts": [PROMPT]}}
-        if "preference" in member.tasks:
-            del cases["formatter"]
         for part, config in cases.items():
             message = self.refused(engine, config)
             assert f"'{self.method}'" in message, f"the refusal ({part}) does not name the method: {message}"

@@ -1,0 +1,188 @@
+"""The trainer of a run: ``transformers.Trainer`` composing the run's objective and extensions
+with tunery's safe checkpoints, guards and reporting.
+
+The objective gives the loss of a batch (or the model's own loss, computed in chunks for a
+causal LM) and may own the training step; each extension wraps the loss of the ones before it
+and may supply optimizer parameter groups and callbacks. Imported only when a run trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+
+from .checkpoints import SafeCheckpoints
+from .collate import Collator
+from .distributed import sum_across_processes
+from .errors import ConfigError
+from .evaluation import numeric
+from .guard import NonFiniteGuard, StopOnSignal
+from .guard import fit_batch_size as search_batch_size
+from .loss import trainer_loss, use_chunked_loss
+from .members import Extension
+from .packing import needs_flat_batches
+from .progress import Progress, place_tracker_logs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import RunContext
+
+log = logging.getLogger("tunery")
+
+
+def composed_loss(run: RunContext, trainer: Trainer, num_items_in_batch: Any, chunked: bool) -> Callable:
+    """The loss of a batch: the objective's (or the model's own), wrapped by each extension in
+    order. Returns ``loss(model, inputs, return_outputs=False)``."""
+    objective, objective_options = run.objective, run.config.objective.options
+
+    def own_loss(model, inputs, return_outputs=False):
+        loss = objective.compute_loss(model, inputs, objective_options, run)
+        if loss is not None:
+            return (loss, None) if return_outputs else loss
+        if chunked and not return_outputs and "labels" in inputs:
+            return trainer_loss(trainer, model, inputs, num_items_in_batch)
+        return Trainer.compute_loss(trainer, model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
+    def wrap(extension, options, inner):
+        def loss(model, inputs, return_outputs=False):
+            value = extension.compute_loss(inner, model, inputs, options, run)
+            return (value, None) if return_outputs else value
+
+        return loss
+
+    loss = own_loss
+    for extension, options in run.extensions:
+        if type(extension).compute_loss is not Extension.compute_loss:
+            loss = wrap(extension, options, loss)
+    return loss
+
+
+class TuneryTrainer(SafeCheckpoints, Trainer):
+    """``transformers.Trainer`` with the run's objective, extensions, guards and evaluators."""
+
+    def __init__(self, *args, run: RunContext, chunked: bool, evaluate: Callable, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tunery_run, self.tunery_chunked, self.tunery_evaluate = run, chunked, evaluate
+        self.tunery_guard = next(cb for cb in self.callback_handler.callbacks if isinstance(cb, NonFiniteGuard))
+        self.tunery_during: list[dict] = []
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        def step(model, inputs):
+            return Trainer.training_step(self, model, inputs, num_items_in_batch)
+
+        run = self.tunery_run
+        loss = run.objective.training_step(step, model, inputs, run.config.objective.options, run)
+        self.tunery_guard.note_loss(loss)
+        return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "position_ids" in inputs:  # packed rows: transformers finds their examples only without a KV cache
+            inputs = {**inputs, "use_cache": False}
+        return composed_loss(self.tunery_run, self, num_items_in_batch, self.tunery_chunked)(model, inputs, return_outputs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            groups = next((g for ext, opts in self.tunery_run.extensions
+                           if (g := ext.parameter_groups(self.model, opts, self.tunery_run)) is not None), None)
+            if groups is not None:
+                optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, self.model)
+                self.optimizer = optimizer_cls(groups, **kwargs)
+        return super().create_optimizer(model)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        """The run's evaluators, every ``training.eval_steps`` (phase "during")."""
+        metrics = self.tunery_evaluate(self.model, self.state.global_step)
+        self.tunery_during.append(metrics)
+        logs = {f"{metric_key_prefix}_{k}": v for k, v in numeric(metrics).items() if k != "step"}
+        watched = self.tunery_run.config.early_stopping.metric
+        if watched and f"{metric_key_prefix}_{watched}" not in logs:
+            raise ConfigError(f"config key 'early_stopping.metric': the evaluation has no metric '{watched}'; "
+                              f"it has: {', '.join(k for k in metrics if k != 'step') or 'none'} "
+                              "(without evaluation data, set data.eval or data.val_split)")
+        self.log(logs)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, logs)
+        return logs
+
+
+class Reporter(TrainerCallback):
+    """Writes train_log.jsonl and forwards each record and checkpoint to the hooks."""
+
+    def __init__(self, run: RunContext, collator: Collator):
+        self.run, self.collator = run, collator
+        self.start = time.perf_counter()
+        self.log_path = run.output_dir / "train_log.jsonl"
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        tokens = int(sum_across_processes([self.collator.real_tokens])[0])  # every process takes part
+        if not state.is_world_process_zero:
+            return
+        elapsed = time.perf_counter() - self.start
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
+                  "tokens": tokens, "tokens_per_s": round(tokens / max(elapsed, 1e-9), 2),
+                  "elapsed_s": round(elapsed, 3)}
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.run.notify("tunery_log", record=record)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            self.run.notify("tunery_checkpoint_saved", path=str(path), step=state.global_step)
+
+
+def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: list[dict], args: Any,
+                  evaluate: Callable) -> TuneryTrainer:
+    """The trainer of a run. ``args`` are its TrainingArguments; ``evaluate(model, step)`` runs
+    the evaluators during training and returns their metrics."""
+    t, config = run.config.training, run.config
+    collator = Collator(run.tokenizer.pad_token_id, flatten=needs_flat_batches(model))
+    if t.auto_batch_size:
+        size, accum = fit_batch_size(run, model, train)
+        args = dataclasses.replace(args, per_device_train_batch_size=size, gradient_accumulation_steps=accum)
+    chunked = (t.chunked_loss and run.model_task == "causal_lm" and use_chunked_loss(args, model)
+               and not any(ext.needs_logits for ext, _ in run.extensions))
+    callbacks = [*run.method.callbacks(config.method.options, run),
+                 *run.objective.callbacks(config.objective.options, run),
+                 *(cb for ext, opts in run.extensions for cb in ext.callbacks(opts, run)),
+                 Reporter(run, collator), Progress(lambda: collator.real_tokens),
+                 NonFiniteGuard(t.on_nonfinite), StopOnSignal()]
+    if config.early_stopping.metric:
+        callbacks.append(EarlyStoppingCallback(config.early_stopping.patience, config.early_stopping.threshold))
+    trainer = TuneryTrainer(
+        model=model, args=args, train_dataset=train,
+        eval_dataset=evaluation if args.eval_strategy != "no" else None,  # evaluate() reads the examples itself
+        data_collator=collator, processing_class=run.tokenizer, callbacks=callbacks,
+        run=run, chunked=chunked, evaluate=evaluate,
+    )
+    place_tracker_logs(trainer, run.output_dir / "tensorboard")
+    trainer.remove_callback(PrinterCallback)  # records go to train_log.jsonl, logging and the hooks
+    trainer.tunery_collator = collator
+    trainer.tunery_stopper = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopOnSignal))
+    return trainer
+
+
+def fit_batch_size(run: RunContext, model: Any, train: list[dict]) -> tuple[int, int]:
+    """``training.auto_batch_size``: the batch size that fits, with grad_accum raised to match."""
+    from accelerate import PartialState
+
+    t, objective, options = run.config.training, run.objective, run.config.objective.options
+
+    def loss_of(model, batch):
+        loss = objective.compute_loss(model, batch, options, run)
+        return model(**batch).loss if loss is None else loss
+
+    size, accum = search_batch_size(model, train, Collator(run.tokenizer.pad_token_id), loss_of,
+                                    t.batch_size, t.grad_accum, PartialState().device)
+    if size != t.batch_size:
+        log.warning("training.auto_batch_size: batch size %d does not fit; training with batch size %d and "
+                    "grad_accum %d (same effective batch of %d)", t.batch_size, size, accum, size * accum)
+    return size, accum
