@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from tunery import TuneryError  # noqa: E402
 
 from . import runs as runstate  # noqa: E402
-from .form import Field, Form, check, cli_command, config_yaml, inside  # noqa: E402
+from .form import DEFAULT, LIST_SECTIONS, PLUGIN_SECTIONS, Field, Form, check, cli_command, config_yaml, inside  # noqa: E402
 
 CSS = """
 .tunery-error { color: #b91c1c; font-weight: 600; margin-top: -6px; }
@@ -46,9 +46,12 @@ def _component(field: Field, form: Form) -> gr.components.Component:
         members = form.members[field.section]
         choices = [(f"{m.name} — {m.description}" if m.description else m.name, m.name) for m in members]
         common.pop("info")
-        if field.section == "evaluators":
-            return gr.CheckboxGroup(choices, value=[], label="evaluators (none ticked: the format's defaults)",
-                                    elem_id=field.id)
+        if field.section in LIST_SECTIONS:
+            label = {"evaluators": "evaluators (none ticked: the format's defaults)",
+                     "extensions": "extensions (any number, applied in this order)"}.get(field.section, field.section)
+            return gr.CheckboxGroup(choices, value=[], label=label, elem_id=field.id)
+        if field.section == "objective":
+            choices = [("(the data's default objective)", DEFAULT), *choices]
         return gr.Dropdown(choices, value=field.default, **common)
     if field.kind == "bool":
         return gr.Checkbox(value=field.initial(), **common)
@@ -94,8 +97,9 @@ class App:
 
     def _plugin_section(self, section: str) -> None:
         selector = self.form.selector(section)
-        title = {"method": "Method", "format": "Data format", "quantizer": "Quantizer", "evaluators": "Evaluators"}[section]
-        with gr.Accordion(title, open=section != "evaluators") as acc:
+        title = {"method": "Method", "objective": "Objective", "format": "Data format", "quantizer": "Quantizer",
+                 "extensions": "Extensions", "evaluators": "Evaluators"}.get(section, section)
+        with gr.Accordion(title, open=section in ("method", "format")) as acc:
             self.accordions[section] = acc
             self._add(selector, section)
             for member in self.form.members[section]:
@@ -147,7 +151,7 @@ class App:
             models = [m.reference for m in self.engine.list_models()]
             picker = gr.Dropdown(models, value=None, label="offline models (fills model)", elem_id="model-picker")
             self._add(top["output_dir"])
-        for section in ("method", "format"):
+        for section in ("method", "format", "objective"):
             self._plugin_section(section)
         for name in ("data", "training", "generation", "early_stopping"):
             with gr.Accordion(SECTION_TITLES[name], open=name in OPEN_SECTIONS) as acc:
@@ -155,7 +159,7 @@ class App:
                 self._grid(form.section(name), name)
                 if name == "data":
                     upload = gr.UploadButton("Upload a data file", file_count="single", size="sm")
-        for section in ("quantizer", "evaluators"):
+        for section in ("quantizer", "extensions", "evaluators"):
             self._plugin_section(section)
         with gr.Accordion("Other", open=False) as acc:
             self.accordions["other"] = acc
@@ -183,14 +187,16 @@ class App:
         upload.upload(self._uploaded, upload, self.inputs[next(f.id for f in form.fields if f.key == "data.train")])
         output_dir = self.inputs[top["output_dir"].id]
         demo.load(lambda current: current or self._fresh_output_dir(), output_dir, output_dir)
-        for section in ("method", "format", "quantizer"):
+        for section in (*PLUGIN_SECTIONS, *LIST_SECTIONS):
             selector = self.inputs[form.selector(section).id]
             groups = {m: g for (s, m), g in self.groups.items() if s == section}
-            selector.change(lambda name, g=groups: [gr.update(visible=m == name) for m in g], selector, list(groups.values()))
-        groups = {m: g for (s, m), g in self.groups.items() if s == "evaluators"}
-        evaluators = self.inputs[form.selector("evaluators").id]
-        evaluators.change(lambda names, g=groups: [gr.update(visible=m in (names or [])) for m in g], evaluators,
-                          list(groups.values()))
+            if not groups:
+                continue
+            if section in LIST_SECTIONS:
+                show = lambda names, g=groups: [gr.update(visible=m in (names or [])) for m in g]  # noqa: E731
+            else:
+                show = lambda name, g=groups: [gr.update(visible=m == name) for m in g]  # noqa: E731
+            selector.change(show, selector, list(groups.values()))
 
         def validate(values, start: bool = False):
             """Updates for ``outputs``, and the name of the run started (or None)."""

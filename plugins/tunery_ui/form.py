@@ -19,7 +19,9 @@ from typing import Any
 
 from tunery import Method
 
-PLUGIN_SECTIONS = {"method": "methods", "format": "formatters", "quantizer": "quantizers"}
+PLUGIN_SECTIONS = {"method": "methods", "objective": "objectives", "format": "formatters", "quantizer": "quantizers"}
+LIST_SECTIONS = {"extensions": "extensions", "evaluators": "evaluators"}  # any number of members, in order
+DEFAULT = "(default)"  # the objective picker's "the data's default objective"
 SKIPPED = {"resume", "resume_force"}  # the Runs page resumes a run
 MAIN = ("model", "output_dir")  # shown first, outside the sections
 
@@ -32,7 +34,7 @@ class Field:
     type: Any
     default: Any = dataclasses.MISSING
     member: str | None = None  # the plugin member owning the option (shown when it is selected)
-    section: str = ""  # "", "data", "training", ..., or a plugin section: "method", "evaluators"
+    section: str = ""  # "", "data", "training", ..., or a plugin section: "method", "evaluators", ...
     kind: str = "text"  # text, bool, tristate (true / false / auto), choice
     choices: tuple = ()
 
@@ -163,19 +165,18 @@ class Form:
     def build(cls, engine) -> Form:
         from tunery.config import RunConfig
 
-        members = {"method": list(engine.methods), "format": list(engine.formatters),
-                   "quantizer": list(engine.quantizers), "evaluators": list(engine.evaluators)}
+        members = {key: list(getattr(engine, family)) for key, family in {**PLUGIN_SECTIONS, **LIST_SECTIONS}.items()}
         fields: list[Field] = []
         hints = typing.get_type_hints(RunConfig)
         for f in dataclasses.fields(RunConfig):
             tp = hints[f.name]
             if f.name in SKIPPED:
                 continue
-            if f.name in PLUGIN_SECTIONS or f.name == "evaluators":
+            if f.name in PLUGIN_SECTIONS or f.name in LIST_SECTIONS:
                 fields.append(Field(f.name, str, _default_member(f.name, members[f.name]), section=f.name,
                                     kind="members", choices=tuple(m.name for m in members[f.name])))
                 for m in members[f.name]:
-                    prefix = f.name if f.name != "evaluators" else f"evaluators[{m.name}]"
+                    prefix = f"{f.name}[{m.name}]" if f.name in LIST_SECTIONS else f.name
                     fields += fields_of(m.Options, prefix, f.name, m.name)
                     if takes_free_options(m):
                         fields.append(Field(f"{prefix}.*", dict, {}, m.name, f.name))
@@ -201,12 +202,13 @@ class Form:
         sets = []
         for f in self.fields:
             if f.kind == "members":
-                if f.section == "evaluators":
-                    if chosen["evaluators"]:
-                        sets.append(f"evaluators={json.dumps(self._evaluators(values, chosen['evaluators']))}")
-                elif f.required or chosen[f.section] != f.default or f.section in ("method", "format"):
+                if f.section in LIST_SECTIONS:
+                    if chosen[f.section]:
+                        sets.append(f"{f.section}={json.dumps(self._listed(values, f.section, chosen[f.section]))}")
+                elif chosen[f.section] not in (DEFAULT, "") and (chosen[f.section] != f.default
+                                                                 or f.section in ("method", "format")):
                     sets.append(f"{f.section}={json.dumps(chosen[f.section])}")
-            elif f.section == "evaluators" or not self.is_active(f, chosen):
+            elif f.section in LIST_SECTIONS or not self.is_active(f, chosen):
                 continue
             elif f.key.endswith(".*"):
                 extra = yaml_value(str(values.get(f.id) or ""))
@@ -222,17 +224,18 @@ class Form:
 
     def chosen(self, values: dict[str, Any]) -> dict[str, Any]:
         out = {}
-        for section in (*PLUGIN_SECTIONS, "evaluators"):
+        for section in (*PLUGIN_SECTIONS, *LIST_SECTIONS):
             field = self.selector(section)
             value = values.get(field.id, field.default)
-            out[section] = list(value or []) if section == "evaluators" else (value or field.default)
+            out[section] = list(value or []) if section in LIST_SECTIONS else (value or field.default)
         return out
 
-    def _evaluators(self, values: dict[str, Any], names: list[str]) -> list:
+    def _listed(self, values: dict[str, Any], section: str, names: list[str]) -> list:
+        """The value of a list section: each chosen member's name, with its options when set."""
         items: list = []
         for name in names:
             options = {}
-            for f in self.section("evaluators", name):
+            for f in self.section(section, name):
                 if f.key.endswith(".*"):
                     extra = yaml_value(str(values.get(f.id) or ""))
                     options.update(extra if isinstance(extra, dict) else {})
@@ -250,8 +253,8 @@ class Form:
         """Whether the field's member is selected (core fields always are)."""
         if field.member is None:
             return True
-        if field.section == "evaluators":
-            return field.member in chosen["evaluators"]
+        if field.section in LIST_SECTIONS:
+            return field.member in chosen[field.section]
         return field.member == chosen.get(field.section)
 
     def field_for_error(self, message: str, values: dict[str, Any], key: str | None = None) -> Field | None:
@@ -261,10 +264,10 @@ class Form:
         if not key:
             return None
         chosen = self.chosen(values)
-        index = re.match(r"evaluators\[(\d+)\](.*)", key)
-        if index:
-            i, names = int(index.group(1)), chosen["evaluators"]
-            key = f"evaluators[{names[i]}]{index.group(2)}" if i < len(names) else "evaluators"
+        index = re.match(r"(\w+)\[(\d+)\](.*)", key)
+        if index and index.group(1) in LIST_SECTIONS:
+            section, i, names = index.group(1), int(index.group(2)), chosen[index.group(1)]
+            key = f"{section}[{names[i]}]{index.group(3)}" if i < len(names) else section
         active = {f.key: f for f in self.fields if self.is_active(f, chosen)}
         while key:
             found = active.get(f"{key}.*") or active.get(key)
@@ -277,8 +280,10 @@ class Form:
 
 def _default_member(section: str, members: list) -> Any:
     names = [m.name for m in members]
-    if section == "evaluators":
+    if section in LIST_SECTIONS:
         return []
+    if section == "objective":
+        return DEFAULT
     preferred = {"method": "lora", "format": "alpaca", "quantizer": "none"}[section]
     return preferred if preferred in names else (names[0] if names else "")
 
