@@ -6,6 +6,7 @@ Screenshots of each page go to the pytest tmp folder; the path is printed (pytes
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -163,7 +164,7 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
         phase("error checked")
         # start it: the Runs page follows the run, its loss curve grows, then it finishes
         page.click("#start-button")
-        page.wait_for_selector("#run-status:has-text('running')", timeout=60000)
+        page.wait_for_selector("#run-status:has-text('running')", timeout=180000)
         seen: list = []
         wait_for_status(page, "finished", seen=seen)
         assert (runs / "a" / "metrics.json").is_file()
@@ -181,7 +182,7 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
         fill(page, "chat-input", "What is 2 plus 2?")
         page.click("#generate-button")
         bot = page.locator("#chat .bot, #chat [data-testid='bot']").last
-        bot.wait_for(timeout=60000)
+        bot.wait_for(timeout=180000)
         reply = bot.inner_text().strip()
         assert reply and not reply.startswith("error"), reply
         shot(page, shots / "try-it.png")
@@ -191,7 +192,7 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
         open_form(page, url, [*common, ("field-top-output_dir", str(runs / "b")), ("field-training-learning_rate", "0.02"),
                               ("field-training-max_steps", "100"), ("field-training-save_steps", "10")])
         page.click("#start-button")
-        page.wait_for_selector("#run-status:has-text('running')", timeout=60000)
+        page.wait_for_selector("#run-status:has-text('running')", timeout=180000)
         deadline = time.time() + 180
         while not list((runs / "b" / "checkpoints").glob("checkpoint-*/tunery-complete.json")):
             assert time.time() < deadline, "no checkpoint in time"
@@ -201,8 +202,9 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
         assert "resume point" in status and "checkpoint-" in status, status
         shot(page, shots / "runs-stopped.png")
         page.click("#resume-button")
-        page.wait_for_selector("#run-status:has-text('running')", timeout=60000)
+        page.wait_for_selector("#run-status:has-text('resuming from')")
         status = wait_for_status(page, "finished")
+        assert "--resume" in json.loads((runs / "b" / "tunery-ui.json").read_text())["command"]
         assert "step 100" in status, status
         table = text_of(page, "runs-table")
         assert re.search(r"\ba\s+finished", table) and re.search(r"\bb\s+finished", table), table

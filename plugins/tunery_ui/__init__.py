@@ -23,7 +23,7 @@ def tunery_register_commands(cli):
     @click.pass_context
     def ui(ctx, port, runs_dir, host):
         """Serve a browser UI to start, watch, try and compare runs (needs `pip install 'tunery[ui]'`)."""
-        from tunery.cli import get_engine
+        from tunery import command_engine
 
         try:
             import gradio  # noqa: F401 - only to say clearly when it is missing
@@ -32,7 +32,7 @@ def tunery_register_commands(cli):
         if host not in LOOPBACK:
             click.echo(f"warning: serving on {host}: anyone who can reach this address can start training runs and "
                        "read the run folders (there is no login); use the default 127.0.0.1 to keep it local", err=True)
-        engine = get_engine(ctx)
+        engine = command_engine(ctx)
         from .app import serve
 
         click.echo(f"tunery ui: http://{'[' + host + ']' if ':' in host else host}:{port}  "

@@ -24,7 +24,7 @@ from . import runs as runstate  # noqa: E402
 from .form import DEFAULT, LIST_SECTIONS, PLUGIN_SECTIONS, Field, Form, check, cli_command, config_yaml, inside  # noqa: E402
 
 CSS = """
-.tunery-error { color: #b91c1c; font-weight: 600; margin-top: -6px; }
+.tunery-error, .tunery-error * { color: #b91c1c !important; font-weight: 600; }
 .tunery-table table { border-collapse: collapse; font-size: 0.9em; }
 .tunery-table td, .tunery-table th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; }
 .tunery-table tr.diff td { background: #fef3c7; }
@@ -138,7 +138,7 @@ class App:
             return [(names, finished), gr.update(choices=names), gr.update(choices=finished), gr.update(choices=names)]
 
         gr.Timer(2.0).tick(refresh, known, [known, self.run_select, self.try_run, self.compare_runs],
-                           show_progress="hidden")
+                           show_progress="hidden", trigger_mode="once")
 
     # ------------------------------------------------------------------ New run
 
@@ -238,10 +238,12 @@ class App:
     def _fresh_output_dir(self) -> str:
         return str(self.runs_dir / time.strftime("run-%Y%m%d-%H%M%S"))
 
-    def _uploaded(self, file) -> str:
-        target = self.runs_dir / "data" / Path(file.name if hasattr(file, "name") else file).name
+    def _uploaded(self, file: str) -> str:
+        """An uploaded data file is kept in RUNS/data/ and named in data.train."""
+        source = Path(getattr(file, "name", file))
+        target = self.runs_dir / "data" / source.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(Path(file.name if hasattr(file, "name") else file).read_bytes())
+        target.write_bytes(source.read_bytes())
         return str(target)
 
     def _output_dir_problem(self, config) -> tuple[str | None, str | None]:
@@ -295,7 +297,8 @@ class App:
         self.run_select.change(show, self.run_select, outputs, show_progress="hidden")
         refresh.click(lambda name: [gr.update(choices=self._run_names()), *show(name)], self.run_select,
                       [self.run_select, *outputs])
-        gr.Timer(1.0).tick(show, [self.run_select, signature], outputs, show_progress="hidden")
+        # trigger_mode "once": a tick that comes while the last one still runs is dropped, never queued
+        gr.Timer(1.0).tick(show, [self.run_select, signature], outputs, show_progress="hidden", trigger_mode="once")
         demo.load(lambda: gr.update(choices=self._run_names()), None, self.run_select)
         stop.click(lambda name: self._stop(name), self.run_select, status)
         resume.click(lambda name: self._resume(name), self.run_select, status)

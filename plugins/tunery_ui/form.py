@@ -163,7 +163,7 @@ class Form:
 
     @classmethod
     def build(cls, engine) -> Form:
-        from tunery.config import RunConfig
+        from tunery import RunConfig
 
         members = {key: list(getattr(engine, family)) for key, family in {**PLUGIN_SECTIONS, **LIST_SECTIONS}.items()}
         fields: list[Field] = []
@@ -324,7 +324,7 @@ def check(engine, overrides: list[str]):
     """Validate as ``tunery train`` does before loading anything: the config, the plugins'
     options, every compatibility check, and that the data files exist. Returns the RunConfig."""
     from tunery import data as datapipe
-    from tunery.errors import DataError
+    from tunery import DataError
 
     config = engine.check({}, overrides)
     for split in ("train", "eval"):
