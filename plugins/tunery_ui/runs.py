@@ -49,7 +49,7 @@ class RunState:
             text += f" · step {self.step}" + (f" of {self.total_steps}" if self.total_steps else "")
         if self.error:
             text += f" · {self.error}"
-        if self.status in ("stopped", "incomplete"):
+        if self.status in ("stopped", "incomplete") and not (self.resume_point and self.resume_point in text):
             text += f" · resume point: {self.resume_point}" if self.resume_point else " · no checkpoint to resume from"
         return text
 
