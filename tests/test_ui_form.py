@@ -150,6 +150,12 @@ def test_run_states_are_read_from_the_run_folder(tmp_path):
     (stopped / runstate.PID_FILE).write_text(json.dumps({"pid": 1, "returncode": 0}))
     assert runstate.state(stopped).status == "finished"
 
+    # a run started with the CLI: tunery's own record of it
+    cli_failed = tmp_path / "elsewhere" / "cli-failed"  # not directly in tmp_path: the listing below stays
+    cli_failed.mkdir(parents=True)
+    (cli_failed / runstate.RECORD).write_text(json.dumps({"status": "failed", "error": "DataError: no usable row"}))
+    assert (runstate.state(cli_failed).status, runstate.state(cli_failed).error) == ("failed", "no usable row")
+
     running = tmp_path / "running"
     running.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "tunery"])

@@ -61,8 +61,11 @@ def read_json(path: Path) -> Any:
         return None
 
 
+RECORD = "tunery-run.json"  # what tunery itself records of a run: status, error, pid
+
+
 def is_run(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in ("config.yaml", PID_FILE))
+    return path.is_dir() and any((path / name).is_file() for name in ("config.yaml", PID_FILE, RECORD))
 
 
 def list_runs(folder: str | Path) -> list[Path]:
@@ -149,6 +152,15 @@ def state(path: str | Path) -> RunState:
     if meta:
         return RunState(path, "failed", f"the training process ended without a result; see {path / LOG_FILE}",
                         None, step, total, started)
+    record = read_json(path / RECORD) or {}  # a run started elsewhere (the CLI): tunery's own record
+    error = (record.get("error") or "").split(": ", 1)[-1] or None
+    if record.get("status") == "running" and record.get("pid") and _alive(record["pid"]):
+        records = train_log(path)
+        return RunState(path, "running", step=records[-1]["step"] if records else None)
+    if record.get("status") == "interrupted":
+        return RunState(path, "stopped", error, resume_point(path))
+    if record.get("status") == "failed":
+        return RunState(path, "failed", error)
     return RunState(path, "incomplete", "no metrics.json (started outside the UI, or still running there)",
                     resume_point(path), step, total, started)
 
