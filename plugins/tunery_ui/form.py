@@ -23,7 +23,6 @@ PLUGIN_SECTIONS = {"method": "methods", "objective": "objectives", "format": "fo
 LIST_SECTIONS = {"extensions": "extensions", "evaluators": "evaluators"}  # any number of members, in order
 DEFAULT = "(default)"  # the objective picker's "the data's default objective"
 SKIPPED = {"resume", "resume_force"}  # the Runs page resumes a run
-MAIN = ("model", "output_dir")  # shown first, outside the sections
 
 
 @dataclasses.dataclass
@@ -80,11 +79,6 @@ class Field:
         if text.strip() == "" or (not self.required and text == self.initial()):
             return None
         return json.dumps(text) if self.type is str else text
-
-    def parsed(self, value: Any) -> Any:
-        """The value itself (for evaluator options, which travel inside one list)."""
-        text = self.override_value(value)
-        return None if text is None else yaml_value(text)
 
 
 def type_text(tp: Any) -> str:
