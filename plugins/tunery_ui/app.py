@@ -138,7 +138,7 @@ class App:
             return [(names, finished), gr.update(choices=names), gr.update(choices=finished), gr.update(choices=names)]
 
         gr.Timer(2.0).tick(refresh, known, [known, self.run_select, self.try_run, self.compare_runs],
-                           show_progress="hidden", trigger_mode="once")
+                           show_progress="hidden")
 
     # ------------------------------------------------------------------ New run
 
@@ -297,8 +297,7 @@ class App:
         self.run_select.change(show, self.run_select, outputs, show_progress="hidden")
         refresh.click(lambda name: [gr.update(choices=self._run_names()), *show(name)], self.run_select,
                       [self.run_select, *outputs])
-        # trigger_mode "once": a tick that comes while the last one still runs is dropped, never queued
-        gr.Timer(1.0).tick(show, [self.run_select, signature], outputs, show_progress="hidden", trigger_mode="once")
+        gr.Timer(1.0).tick(show, [self.run_select, signature], outputs, show_progress="hidden")
         demo.load(lambda: gr.update(choices=self._run_names()), None, self.run_select)
         stop.click(lambda name: self._stop(name), self.run_select, status)
         resume.click(lambda name: self._resume(name), self.run_select, status)
