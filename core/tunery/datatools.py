@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import data as datapipe
 from .errors import DataError
+from .members import LABELLED_TASKS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -68,14 +69,16 @@ def read_split(run: RunContext, specs: list[str], split: str) -> tuple[list, lis
     """Rows of ``specs`` (``data.limit`` applies to train) after the formatter's ``prepare_rows``,
     the files read, and the rows that could not be read."""
     limit = run.config.data.limit if split == "train" else None
-    rows, files, problems = datapipe.load_rows(specs, limit) if specs else ([], [], [])
-    rows = run.formatter.prepare_rows(rows, run.config.format.options, run, split)
+    formatter, options = run.formatter, run.config.format.options
+    reader = lambda path, found: formatter.read_file(path, options, found)  # noqa: E731
+    rows, files, problems = datapipe.load_rows(specs, limit, reader) if specs else ([], [], [])
+    rows = formatter.prepare_rows(rows, options, run, split)
     return rows, files, problems
 
 
 def label_names(run: RunContext, rows: list) -> list[str] | None:
-    """Classification: the formatter's label names for the training rows (a DataError when none)."""
-    if run.data_task != "classification":
+    """Classification and token classification: the formatter's label names for the training rows (a DataError when none)."""
+    if run.data_task not in LABELLED_TASKS:
         return None
     formatter = run.formatter
     names = formatter.label_names([r.values for r in rows if isinstance(r.values, dict)], run.config.format.options)

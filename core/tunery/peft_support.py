@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 from .errors import IncompatibleError
 from .members import Method
 
-TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classification": "SEQ_CLS"}
+TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classification": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM",
+              "token_classification": "TOKEN_CLS"}
 REGEX_CHARS = re.compile(r"[.*+?^$|()\[\]\\]")
 
 
@@ -77,6 +78,15 @@ class PromptLearningMethod(PeftMethod):
     accepts_quantized: ClassVar[bool] = True
     #: The technique's name in messages ("prefix tuning").
     technique: ClassVar[str] = ""
+
+    def check(self, options: Any, run: Any) -> None:
+        """Refuses token classification: peft puts the virtual tokens in front of the tokens but
+        not of their labels. Subclasses that override this call ``super().check``."""
+        if run.model_task == "token_classification":
+            raise IncompatibleError(
+                f"{self.technique} (method '{self.name}') cannot train token classification: peft puts its virtual "
+                "tokens in front of the tokens but not of their labels; use method 'lora', 'ia3', 'adalora' or 'full'"
+            )
 
     def merge_refusal(self) -> str:
         return f"{self.technique} (method '{self.name}') cannot be merged into the base weights; use the adapter folder"

@@ -3,6 +3,8 @@ plugins on tiny offline models. Nothing heavy is imported until a fixture is use
 
 * ``tunery_tiny_lm`` -- folder of a 2-layer Llama (hidden 64) with a ChatML tokenizer;
 * ``tunery_tiny_encoder`` -- folder of a 2-layer BERT encoder with a WordPiece tokenizer;
+* ``tunery_tiny_t5`` -- folder of a 2-layer T5 (encoder-decoder) with a word-level tokenizer
+  covering :data:`tunery.testing.tiny.TOY_DICTIONARY`;
 * ``tunery_data`` -- small training files: ``{"causal_lm": alpaca rows, "classification": text/label rows}``.
 
 The models are built once per session (in well under a second) and shared by every test.
@@ -32,6 +34,13 @@ def tunery_tiny_encoder(tunery_tiny_root) -> str:
     from .tiny import cached_encoder
 
     return cached_encoder(tunery_tiny_root)
+
+
+@pytest.fixture(scope="session")
+def tunery_tiny_t5(tunery_tiny_root) -> str:
+    from .tiny import cached_seq2seq
+
+    return cached_seq2seq(tunery_tiny_root)
 
 
 @pytest.fixture(scope="session")
