@@ -240,13 +240,24 @@ def preview(engine: Engine, format_name: str, specs: list[str], model: str, *, o
         examples, _, _ = datapipe.format_rows([row], run.formatter, run.config.format.options, tokenizer, run, found)
         problems += found
         for example in examples[: n - len(blocks)]:
-            blocks.append(f"--- example {len(blocks) + 1} ({row.source})\n" + marked_text(tokenizer, example, run.label_names))
+            blocks.append(f"--- example {len(blocks) + 1} ({row.source})\n" + marked_text(tokenizer, example, run.label_names,
+                                                                                         run.data_task))
     blocks += [f"bad row {p}" for p in problems]
     return blocks
 
 
-def marked_text(tokenizer: Any, example: dict, label_names: list[str] | None = None) -> str:
-    """Decoded token sequences of ``example`` with the tokens that carry loss inside ⟦ ⟧."""
+def marked_text(tokenizer: Any, example: dict, label_names: list[str] | None = None, task: str | None = None) -> str:
+    """Decoded token sequences of ``example`` with the tokens that carry loss inside ⟦ ⟧; a
+    seq2seq example as its source and ⟦target⟧, a token-classification one as word/TAG."""
+    if task == "seq2seq":
+        target = tokenizer.decode([t for t in example["labels"] if t != -100])
+        return f"{tokenizer.decode(example['input_ids'])}\n=> target: {MARK_OPEN}{target}{MARK_CLOSE}"
+    if task == "token_classification":
+        ids, labels, first = example["input_ids"], example["labels"], example.get("_first", [])
+        ends = [*first[1:], len(ids)]
+        names = label_names or []
+        return " ".join(f"{tokenizer.decode(ids[a:b], skip_special_tokens=True).strip()}/"
+                        f"{names[labels[a]] if labels[a] < len(names) else labels[a]}" for a, b in zip(first, ends))
     out = []
     for key in [k for k in example if k.endswith("input_ids")]:
         prefix = key[: -len("input_ids")]

@@ -286,8 +286,7 @@ def build_seq2seq(folder, *, layers: int = 2, hidden: int = 64, heads: int = 4, 
     tok = build_word_tokenizer(folder, words=[*words, "translate", "english", "to", "german", ":"])
     config = T5Config(vocab_size=len(tok), d_model=hidden, d_kv=hidden // heads, d_ff=2 * hidden, num_layers=layers,
                       num_decoder_layers=layers, num_heads=heads, relative_attention_num_buckets=8,
-                      dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-                      tie_word_embeddings=False)
+                      dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = T5ForConditionalGeneration(config)
