@@ -90,7 +90,7 @@ def test_text2text_cuts_source_and_target_separately(tmp_path, t5_tokenizer):
     assert t5_tokenizer.decode(example["input_ids"]) == "red dog cat </s>"  # end-of-sequence kept
     assert t5_tokenizer.decode(example["labels"]) == "rot hund </s>"
     (tmp_path / "refuse").mkdir()
-    check_formatter(Engine(), "text2text", t5_tokenizer, tmp_path / "refuse", good=[{**rows[0], "source": "red"}],
+    check_formatter(Engine(), "text2text", t5_tokenizer, tmp_path / "refuse", good=[{"source": "red", "target": "rot"}],
                     bad=[(rows[0], "too long")], options=options, truncation="error")
 
 

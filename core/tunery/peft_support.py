@@ -44,6 +44,8 @@ class PeftMethod(Method):
         config = self.peft_config(model, options, run)
         if getattr(config, "task_type", None) is None:
             config.task_type = TASK_TYPES[run.model_task]
+        if run.model_task == "token_classification" and getattr(config, "target_modules", None) == "all-linear":
+            config.target_modules = linear_names(model)  # peft's all-linear would wrap the head it trains in full
         try:
             peft_model = get_peft_model(model, config)
         except ValueError as exc:
@@ -90,6 +92,17 @@ class PromptLearningMethod(PeftMethod):
 
     def merge_refusal(self) -> str:
         return f"{self.technique} (method '{self.name}') cannot be merged into the base weights; use the adapter folder"
+
+
+def linear_names(model: Any) -> list[str]:
+    """Names of the linear layers inside the model's blocks (what peft's all-linear selects),
+    without the output embeddings and classification heads (``classifier``, ``score``)."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not head
+                   and name.split(".")[0] not in ("classifier", "score")})
 
 
 def trainable_summary(model: Any) -> dict[str, int | float]:
