@@ -33,10 +33,12 @@ TEMPLATES = ["{PER} works for {ORG} in {LOC} .", "{PER} visited {LOC} last year 
              "Yesterday {PER} met {PER} at {ORG} .", "The mayor of {LOC} thanked {ORG} ."]
 
 
-def ner_sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
-    """Synthetic sentences with PER/LOC/ORG entities, BIO-tagged."""
+def ner_sentences(n: int, seed: int, unseen: bool = False) -> list[tuple[list[str], list[str]]]:
+    """Synthetic sentences with PER/LOC/ORG entities, BIO-tagged: names from the first six of
+    each list, or (``unseen``) from the last two, which training never shows."""
     r = random.Random(seed)
-    names = {"PER": PEOPLE, "LOC": PLACES, "ORG": ORGS}
+    part = slice(6, None) if unseen else slice(0, 6)
+    names = {"PER": PEOPLE[part], "LOC": PLACES[part], "ORG": ORGS[part]}
     out = []
     for _ in range(n):
         tokens, tags = [], []
@@ -142,12 +144,27 @@ def test_data_preview_shows_both_formats(tmp_path, run_cli, tunery_tiny_t5, tune
     assert result.exit_code == 0 and "anna/B-PER visited/O paris/B-LOC" in result.output, result.output
 
 
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_seq2seq_scores_come_from_sacrebleu_and_rouge_score():
+    from tunery_eval_seq2seq import scores
+
+    refs = ["rot hund", "katze", "blau haus baum auto"]
+    perfect = scores(refs, refs, bleu_order=2)
+    assert perfect["bleu"] == pytest.approx(100) and perfect["chrf"] == pytest.approx(100)
+    assert perfect["rougeL"] == pytest.approx(100) and perfect["exact_match"] == 1
+    assert scores(refs, refs)["bleu"] == pytest.approx(100)  # one 4-word reference: corpus BLEU-4 counts it
+    wrong = scores(["rot katze", "hund", "blau haus baum"], refs, bleu_order=2)
+    assert 0 < wrong["bleu"] < 100 and wrong["exact_match"] == 0 and 0 < wrong["rouge1"] < 100
+
+
 # ----------------------------------------------------------------------------- capability checks
 
 
-def _config(model, data, method="lora", fmt="ner", **extra):
-    return {"model": model, "output_dir": str(data.parent / "never"), "method": method, "format": fmt,
-            "data": {"train": [str(data)], **extra.pop("data", {})}, **extra}
+def _config(model, path, method="lora", fmt="ner", data=None, **extra):
+    return {"model": model, "output_dir": str(path.parent / "never"), "method": method, "format": fmt,
+            "data": {"train": [str(path)], **(data or {})}, **extra}
 
 
 @pytest.mark.parametrize("method", ["prompt", "ptuning", "prefix"])
@@ -180,7 +197,8 @@ def translation_files(tmp_path_factory):
 def _train_t5(run_cli, model, files, out, method, steps, lr, *extra):
     train, evaluation = files
     result = run_cli("train", "--model", model, "--method", method, "--format", "text2text", "--data", train,
-                     "--eval-data", evaluation, "--output-dir", out, "--evaluators", "loss,seq2seq",
+                     "--eval-data", evaluation, "--output-dir", out,
+                     "--set", "evaluators=[loss,{name: seq2seq, bleu_order: 2}]",  # outputs of 1-2 words
                      "--max-steps", steps, "--set", "format.source=en", "--set", "format.target=de",
                      "--set", f'format.prefix="{PREFIX}"', "--set", f"training.learning_rate={lr}",
                      "--set", "training.batch_size=16", *extra)
@@ -195,10 +213,11 @@ def test_t5_full_fine_tuning_learns_toy_translation_and_generates(run_cli, tuner
     before, after = metrics["before"], metrics["after"]
     assert before["seq2seq/exact_match"] == 0 and after["seq2seq/exact_match"] >= 0.5, after
     assert after["seq2seq/chrf"] > 50 and after["seq2seq/rougeL"] > 60 and after["loss/loss"] < before["loss/loss"]
+    assert after["seq2seq/bleu"] > 30 > before["seq2seq/bleu"]
     card = (out / "model" / "README.md").read_text()
     assert "pipeline_tag: text2text-generation" in card and "AutoModelForSeq2SeqLM" in card
     record = json.loads((out / "evaluations" / "after.json").read_text())["seq2seq"]["records"][0]
-    result = run_cli("generate", out, record["source"], "--max-new-tokens", 8)
+    result = run_cli("generate", out, "--prompt", record["source"], "--max-new-tokens", 8)
     assert result.exit_code == 0, result.output
     assert record["generated"] in result.output  # the run folder generates what the evaluator saw
 
@@ -227,9 +246,17 @@ def test_t5_lora_adapter_reloads_identically_and_merges(run_cli, tunery_tiny_t5,
 
 @pytest.mark.slow
 def test_t5_lora_learns_toy_translation(run_cli, tunery_tiny_t5, translation_files, tmp_path):
-    metrics = _train_t5(run_cli, tunery_tiny_t5, translation_files, tmp_path / "lora", "lora", 400, 0.03,
-                        "--set", "method.r=32", "--set", "method.alpha=64", "--set", "method.dropout=0")
-    assert metrics["after"]["seq2seq/exact_match"] >= 0.5, metrics["after"]
+    """LoRA adapts a trained model (LoRA on a random base barely moves): the tiny T5 first learns
+    German -> English in full, then a LoRA adapter on it learns English -> German."""
+    train, evaluation = translation_files
+    result = run_cli("train", "--model", tunery_tiny_t5, "--method", "full", "--format", "text2text", "--data", train,
+                     "--output-dir", tmp_path / "base", "--max-steps", 150, "--set", "format.source=de",
+                     "--set", "format.target=en", "--set", 'format.prefix="translate German to English: "',
+                     "--set", "training.learning_rate=0.01", "--set", "training.batch_size=16")
+    assert result.exit_code == 0, result.output
+    metrics = _train_t5(run_cli, tmp_path / "base" / "model", translation_files, tmp_path / "lora", "lora", 300, 0.01,
+                        "--set", "method.r=16", "--set", "method.dropout=0")
+    assert metrics["before"]["seq2seq/exact_match"] == 0 and metrics["after"]["seq2seq/exact_match"] >= 0.5, metrics
 
 
 # ----------------------------------------------------------------------------- NER end to end
@@ -280,10 +307,11 @@ def test_tiny_bert_lora_learns_ner_reloads_and_merges(run_cli, tunery_tiny_encod
 
 @pytest.mark.slow
 def test_minilm_lora_learns_ner_from_conll(run_cli, tmp_path):
-    """The figure in docs/tasks.md: the bundled MiniLM with LoRA on 200 synthetic CoNLL sentences."""
+    """The figure in docs/tasks.md: the bundled MiniLM with LoRA on 200 synthetic CoNLL sentences,
+    measured on 50 sentences whose names never occur in training."""
     folder = tmp_path
     files = (write_conll(folder / "train.conll", ner_sentences(200, 0)),
-             write_conll(folder / "eval.conll", ner_sentences(50, 1)))
+             write_conll(folder / "eval.conll", ner_sentences(50, 1, unseen=True)))
     metrics = _train_ner(run_cli, "sentence-transformers/all-MiniLM-L6-v2", files, tmp_path / "minilm", 75, 0.003)
     print("MiniLM NER:", {k: v for k, v in metrics["after"].items() if k.startswith("ner/")})
-    assert metrics["after"]["ner/f1"] >= 0.8, metrics["after"]
+    assert metrics["after"]["ner/f1"] >= 0.7 > metrics["before"]["ner/f1"], metrics["after"]

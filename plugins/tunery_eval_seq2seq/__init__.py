@@ -15,15 +15,17 @@ class Seq2SeqOptions:
     max_new_tokens: int = 64
     num_beams: int = 1  # 1: greedy decoding
     worst: int = 5  # examples with the lowest chrF kept for error analysis (0: none)
+    bleu_order: int = 4  # longest n-gram BLEU counts (outputs of fewer words score 0 at 4)
 
     def validate(self, where):
-        for key in ("max_new_tokens", "num_beams"):
+        for key in ("max_new_tokens", "num_beams", "bleu_order"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"config key '{where}.{key}' must be at least 1, got {getattr(self, key)}")
 
 
-def scores(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Corpus BLEU and chrF, mean ROUGE F-measures and exact match of ``predictions``."""
+def scores(predictions: list[str], references: list[str], bleu_order: int = 4) -> dict[str, float]:
+    """Corpus BLEU (n-grams up to ``bleu_order``) and chrF, mean ROUGE F-measures and exact match
+    of ``predictions``."""
     import sacrebleu
     from rouge_score import rouge_scorer
 
@@ -34,7 +36,7 @@ def scores(predictions: list[str], references: list[str]) -> dict[str, float]:
             rouge[key] += value.fmeasure
     n = max(len(predictions), 1)
     return {
-        "bleu": sacrebleu.corpus_bleu(predictions, [references]).score,
+        "bleu": sacrebleu.BLEU(max_ngram_order=bleu_order).corpus_score(predictions, [references]).score,
         "chrf": sacrebleu.corpus_chrf(predictions, [references]).score,
         **{key: 100.0 * value / n for key, value in rouge.items()},
         "exact_match": sum(p.strip() == r.strip() for p, r in zip(predictions, references)) / n,
@@ -66,7 +68,7 @@ class Seq2SeqEval(Evaluator):
         worst = [{"source": sources[i], "target": references[i], "generated": predictions[i], "chrf": chrf[i]}
                  for i in order]
         records = [{"source": s, "target": r, "generated": p} for s, r, p in zip(sources, references, predictions)]
-        return EvalResult(scores(predictions, references), worst=worst, records=records)
+        return EvalResult(scores(predictions, references, options.bleu_order), worst=worst, records=records)
 
 
 @hookimpl
