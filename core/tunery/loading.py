@@ -11,6 +11,8 @@ from .models import ResolvedModel
 
 log = logging.getLogger("tunery")
 
+HEAD_MODULES = ("classifier", "score", "lm_head")  # never quantized: heads are trained or tied
+
 HEADS = {"causal_lm": "AutoModelForCausalLM", "classification": "AutoModelForSequenceClassification",
          "seq2seq": "AutoModelForSeq2SeqLM", "token_classification": "AutoModelForTokenClassification"}
 

@@ -27,7 +27,7 @@ class PrefixTuning(PromptLearningMethod):
 
     def check(self, options, run):
         super().check(options, run)
-        if run.data_task == "classification" and not backbones_take_past_key_values():
+        if run.model_task == "classification" and not backbones_take_past_key_values():
             import transformers
 
             raise IncompatibleError(
