@@ -112,7 +112,7 @@ def logits(model: Any, batch: dict) -> Any:
     from these rather than use the model's own loss, which may carry extras (AdaLoRA adds its
     orthogonality penalty, and a reloaded AdaLoRA adapter fails when given ``labels``)."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    if getattr(model.config, "is_encoder_decoder", False):  # seq2seq: the decoder's logits for the labels
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):  # seq2seq: the decoder's logits for the labels
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         inputs["decoder_input_ids"] = base.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
         return model(**inputs).logits

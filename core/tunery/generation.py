@@ -55,5 +55,6 @@ def complete(model: Any, tokenizer: Any, prompt_ids: list[int], *, max_new_token
     kwargs.update(decoding)
     with torch.no_grad():
         out = model.generate(input_ids=input_ids, **kwargs)
-    start = 0 if getattr(model.config, "is_encoder_decoder", False) else input_ids.shape[1]  # a decoder's output is all new
+    encoder_decoder = getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+    start = 0 if encoder_decoder else input_ids.shape[1]  # a decoder's output is all new
     return tokenizer.decode(out[0, start:], skip_special_tokens=True).strip()
