@@ -33,7 +33,7 @@ _LAZY = {
     "read_tools": "chat",
     # methods and quantizers built on peft / bitsandbytes
     "PeftMethod": "peft_support", "PromptLearningMethod": "peft_support", "target_modules": "peft_support",
-    "trainable_summary": "peft_support", "BnbQuantizer": "bnb_support", "bf16_default": "training",
+    "trainable_summary": "peft_support", "linear_names": "peft_support", "BnbQuantizer": "bnb_support", "bf16_default": "training",
     # evaluation
     "logits": "evaluation", "loss_sum": "evaluation", "example_losses": "evaluation", "split_example": "evaluation",
     "describe": "evaluation",

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from .errors import DataError, RowError
 
-SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
+SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".conll")
 HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+(:[\w.-]+)?")
 
 
@@ -198,6 +198,8 @@ def read_rows(path: str, problems: list[Problem]) -> Iterator[Row]:
         yield from _read_json(path, problems)
     elif suffix == ".csv":
         yield from _read_csv(path, problems)
+    elif suffix == ".conll":
+        raise DataError(f"data file '{path}' is a CoNLL file: read it with a formatter that reads CoNLL (format: ner)")
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -329,14 +331,18 @@ class Examples:
         return out
 
 
-def load_rows(specs: list[str], limit: int | None = None) -> tuple[list[Row], list[str], list[Problem]]:
-    """All rows of the files named by ``specs`` (at most ``limit``), the files, and read problems."""
+def load_rows(specs: list[str], limit: int | None = None,
+              reader: Any = None) -> tuple[list[Row], list[str], list[Problem]]:
+    """All rows of the files named by ``specs`` (at most ``limit``), the files, and read problems.
+    ``reader(path, problems)`` may read a file itself (the formatter's
+    :meth:`~tunery.Formatter.read_file`); where it returns None, the file is read by its suffix."""
     files = expand_paths(specs)
     problems: list[Problem] = []
     rows: list[Row] = []
     for path in files:
         before = (len(rows), len(problems))
-        for row in read_rows(path, problems):
+        own = reader(path, problems) if reader is not None else None
+        for row in own if own is not None else read_rows(path, problems):
             rows.append(row)
             if limit is not None and len(rows) >= limit:
                 return rows, files, problems

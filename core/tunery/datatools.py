@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import data as datapipe
 from .errors import DataError
+from .members import LABELLED_TASKS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -68,14 +69,16 @@ def read_split(run: RunContext, specs: list[str], split: str) -> tuple[list, lis
     """Rows of ``specs`` (``data.limit`` applies to train) after the formatter's ``prepare_rows``,
     the files read, and the rows that could not be read."""
     limit = run.config.data.limit if split == "train" else None
-    rows, files, problems = datapipe.load_rows(specs, limit) if specs else ([], [], [])
-    rows = run.formatter.prepare_rows(rows, run.config.format.options, run, split)
+    formatter, options = run.formatter, run.config.format.options
+    reader = lambda path, found: formatter.read_file(path, options, found)  # noqa: E731
+    rows, files, problems = datapipe.load_rows(specs, limit, reader) if specs else ([], [], [])
+    rows = formatter.prepare_rows(rows, options, run, split)
     return rows, files, problems
 
 
 def label_names(run: RunContext, rows: list) -> list[str] | None:
-    """Classification: the formatter's label names for the training rows (a DataError when none)."""
-    if run.data_task != "classification":
+    """Classification and token classification: the formatter's label names for the training rows (a DataError when none)."""
+    if run.data_task not in LABELLED_TASKS:
         return None
     formatter = run.formatter
     names = formatter.label_names([r.values for r in rows if isinstance(r.values, dict)], run.config.format.options)
@@ -237,13 +240,24 @@ def preview(engine: Engine, format_name: str, specs: list[str], model: str, *, o
         examples, _, _ = datapipe.format_rows([row], run.formatter, run.config.format.options, tokenizer, run, found)
         problems += found
         for example in examples[: n - len(blocks)]:
-            blocks.append(f"--- example {len(blocks) + 1} ({row.source})\n" + marked_text(tokenizer, example, run.label_names))
+            blocks.append(f"--- example {len(blocks) + 1} ({row.source})\n" + marked_text(tokenizer, example, run.label_names,
+                                                                                         run.data_task))
     blocks += [f"bad row {p}" for p in problems]
     return blocks
 
 
-def marked_text(tokenizer: Any, example: dict, label_names: list[str] | None = None) -> str:
-    """Decoded token sequences of ``example`` with the tokens that carry loss inside ⟦ ⟧."""
+def marked_text(tokenizer: Any, example: dict, label_names: list[str] | None = None, task: str | None = None) -> str:
+    """Decoded token sequences of ``example`` with the tokens that carry loss inside ⟦ ⟧; a
+    seq2seq example as its source and ⟦target⟧, a token-classification one as word/TAG."""
+    if task == "seq2seq":
+        target = tokenizer.decode([t for t in example["labels"] if t != -100])
+        return f"{tokenizer.decode(example['input_ids'])}\n=> target: {MARK_OPEN}{target}{MARK_CLOSE}"
+    if task == "token_classification":
+        ids, labels, first = example["input_ids"], example["labels"], example.get("_first", [])
+        ends = [*first[1:], len(ids)]
+        names = label_names or []
+        return " ".join(f"{tokenizer.decode(ids[a:b], skip_special_tokens=True).strip()}/"
+                        f"{names[labels[a]] if labels[a] < len(names) else labels[a]}" for a, b in zip(first, ends))
     out = []
     for key in [k for k in example if k.endswith("input_ids")]:
         prefix = key[: -len("input_ids")]

@@ -1,4 +1,4 @@
-"""Text generation with a (possibly adapted) causal LM."""
+"""Text generation with a (possibly adapted) causal LM or encoder-decoder (seq2seq) model."""
 
 from __future__ import annotations
 
@@ -55,4 +55,6 @@ def complete(model: Any, tokenizer: Any, prompt_ids: list[int], *, max_new_token
     kwargs.update(decoding)
     with torch.no_grad():
         out = model.generate(input_ids=input_ids, **kwargs)
-    return tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True).strip()
+    encoder_decoder = getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+    start = 0 if encoder_decoder else input_ids.shape[1]  # a decoder's output is all new
+    return tokenizer.decode(out[0, start:], skip_special_tokens=True).strip()

@@ -16,18 +16,24 @@ one, with an objective that optimises it). The built-in ones:
 * ``causal_lm`` -- ``{"input_ids", "labels"}`` (labels ``-100`` where no loss is taken);
 * ``classification`` -- ``{"input_ids", "labels": int}``;
 * ``preference`` -- ``{"chosen_input_ids", "chosen_labels", "rejected_input_ids",
-  "rejected_labels"}`` (plus optional ``margin``).
+  "rejected_labels"}`` (plus optional ``margin``);
+* ``seq2seq`` -- ``{"input_ids", "labels"}``: the encoder's input and the decoder's target
+  token ids, of different lengths (the model shifts the labels itself);
+* ``token_classification`` -- ``{"input_ids", "labels"}``: one label id per token (``-100``
+  where no loss is taken, e.g. special tokens and later sub-words of a word), plus
+  ``_first``: the position of each word's first sub-token (for word-level metrics).
 
 Model tasks. The objective maps the data task to the *model task*, the head that is loaded
-(:meth:`Objective.model_task`): ``causal_lm`` (``AutoModelForCausalLM``) or
-``classification`` (``AutoModelForSequenceClassification``). A method lists the model tasks it
+(:meth:`Objective.model_task`): ``causal_lm`` (``AutoModelForCausalLM``),
+``classification`` (``AutoModelForSequenceClassification``), ``seq2seq``
+(``AutoModelForSeq2SeqLM``) or ``token_classification`` (``AutoModelForTokenClassification``). A method lists the model tasks it
 can train in :attr:`Method.tasks`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
 from .errors import IncompatibleError
 from .options import NoOptions, parse
@@ -35,8 +41,10 @@ from .options import NoOptions, parse
 if TYPE_CHECKING:  # pragma: no cover
     from .context import RunContext
 
-DATA_TASKS = ("causal_lm", "classification", "preference")  # the built-in data tasks
-MODEL_TASKS = ("causal_lm", "classification")  # the model heads tunery loads
+DATA_TASKS = ("causal_lm", "classification", "preference", "seq2seq", "token_classification")  # built-in data tasks
+MODEL_TASKS = ("causal_lm", "classification", "seq2seq", "token_classification")  # the model heads tunery loads
+GENERATIVE_TASKS = ("causal_lm", "seq2seq")  # model tasks that generate text
+LABELLED_TASKS = ("classification", "token_classification")  # data tasks whose label names are saved
 
 
 class Member:
@@ -143,10 +151,11 @@ class Objective(Member):
     can_generate: ClassVar[bool] = True
 
     def model_task(self, data_task: str) -> tuple[str, int | None]:
-        """The model head to load for ``data_task``: ``("causal_lm", None)`` or
-        ``("classification", num_labels)`` (``None`` = number of labels in the data)."""
-        if data_task == "classification":
-            return "classification", None
+        """The model head to load for ``data_task``: ``("causal_lm", None)``,
+        ``("classification", num_labels)`` (``None`` = number of labels in the data),
+        ``("seq2seq", None)`` or ``("token_classification", None)``."""
+        if data_task in ("classification", "seq2seq", "token_classification"):
+            return data_task, None
         return "causal_lm", None
 
     def check(self, options: Any, run: RunContext) -> None:
@@ -249,7 +258,14 @@ class Formatter(Member):
         return rows
 
     def label_names(self, rows: list[Mapping[str, Any]], options: Any) -> list[str] | None:
-        """Classification only: the ordered label names found in (or configured for) the data."""
+        """Classification and token classification: the ordered label names found in (or
+        configured for) the data; saved with the run (``labels.json``)."""
+        return None
+
+    def read_file(self, path: str, options: Any, problems: list) -> Iterator[Any] | None:
+        """Rows (:class:`tunery.data.Row`, each with its file and line) of a data file this
+        formatter reads itself, e.g. CoNLL files; unreadable parts are appended to ``problems``
+        (:class:`tunery.data.Problem`). ``None`` (the default) lets tunery read the file by its suffix."""
         return None
 
 

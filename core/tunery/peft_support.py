@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 from .errors import IncompatibleError
 from .members import Method
 
-TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classification": "SEQ_CLS"}
+TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classification": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM",
+              "token_classification": "TOKEN_CLS"}
 REGEX_CHARS = re.compile(r"[.*+?^$|()\[\]\\]")
 
 
@@ -43,6 +44,8 @@ class PeftMethod(Method):
         config = self.peft_config(model, options, run)
         if getattr(config, "task_type", None) is None:
             config.task_type = TASK_TYPES[run.model_task]
+        if run.model_task == "token_classification" and getattr(config, "target_modules", None) == "all-linear":
+            config.target_modules = linear_names(model)  # peft's all-linear would wrap the head it trains in full
         try:
             peft_model = get_peft_model(model, config)
         except ValueError as exc:
@@ -78,8 +81,28 @@ class PromptLearningMethod(PeftMethod):
     #: The technique's name in messages ("prefix tuning").
     technique: ClassVar[str] = ""
 
+    def check(self, options: Any, run: Any) -> None:
+        """Refuses token classification: peft puts the virtual tokens in front of the tokens but
+        not of their labels. Subclasses that override this call ``super().check``."""
+        if run.model_task == "token_classification":
+            raise IncompatibleError(
+                f"{self.technique} (method '{self.name}') cannot train token classification: peft puts its virtual "
+                "tokens in front of the tokens but not of their labels; use method 'lora', 'ia3', 'adalora' or 'full'"
+            )
+
     def merge_refusal(self) -> str:
         return f"{self.technique} (method '{self.name}') cannot be merged into the base weights; use the adapter folder"
+
+
+def linear_names(model: Any) -> list[str]:
+    """Names of the linear layers inside the model's blocks (what peft's all-linear selects),
+    without the output embeddings and classification heads (``classifier``, ``score``)."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not head
+                   and name.split(".")[0] not in ("classifier", "score")})
 
 
 def trainable_summary(model: Any) -> dict[str, int | float]:

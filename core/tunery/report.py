@@ -225,6 +225,12 @@ def _detail(value: Any) -> str:
 # ----------------------------------------------------------------------------- model card
 
 
+PIPELINE_TAGS = {"classification": "text-classification", "seq2seq": "text2text-generation",
+                 "token_classification": "token-classification"}
+HEAD_NAMES = {"classification": "SequenceClassification", "seq2seq": "Seq2SeqLM",
+              "token_classification": "TokenClassification"}
+
+
 def model_card(run: RunContext, model_dir: Path, metrics: dict) -> str:
     """A Hugging Face model card: YAML front matter (base_model, library_name, tags, datasets,
     pipeline_tag), then the method, data and metrics."""
@@ -238,9 +244,9 @@ def model_card(run: RunContext, model_dir: Path, metrics: dict) -> str:
         "library_name": "peft" if adapter else "transformers",
         "tags": list(dict.fromkeys(["tunery", config.method.name, config.format.name])),
         "datasets": train_files,
-        "pipeline_tag": "text-classification" if run.model_task == "classification" else "text-generation",
+        "pipeline_tag": PIPELINE_TAGS.get(run.model_task, "text-generation"),
     }
-    head = "SequenceClassification" if run.model_task == "classification" else "CausalLM"
+    head = HEAD_NAMES.get(run.model_task, "CausalLM")
     cls = f"AutoPeftModelFor{head}" if adapter else f"AutoModelFor{head}"
     load = f"from {front['library_name']} import {cls}\nmodel = {cls}.from_pretrained(\"{model_dir.name}\")"
     data = metrics.get("data", {})

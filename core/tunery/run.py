@@ -27,6 +27,7 @@ from .errors import DataError, IncompatibleError, Interrupted, TrainingError
 from .baseline import check_few_shot, few_shot_baseline
 from .evaluation import best_checkpoint, check_early_stopping
 from .loading import HEAD_MODULES, load_model, load_tokenizer
+from .members import GENERATIVE_TASKS
 from .packing import can_pack, pack, packing_enabled
 from .peft_support import trainable_summary
 from .membercalls import member_call
@@ -79,9 +80,10 @@ def check_compatibility(run: RunContext) -> None:
                 f"data.packing works for causal_lm data only; formatter '{formatter.name}' gives {run.data_task} data: "
                 "set data.packing=false"
             )
-    if config.generation.prompts and run.model_task == "causal_lm" and not run.can_generate:
-        part = f"method '{method.name}'" if not method.can_generate else f"objective '{objective.name}'"
-        raise IncompatibleError(f"{part} gives a model that cannot generate text, but generation.prompts is set; "
+    if config.generation.prompts and run.model_task != "classification" and not run.can_generate:
+        part = (f"a {run.model_task} model" if run.model_task not in GENERATIVE_TASKS else
+                f"method '{method.name}'" if not method.can_generate else f"objective '{objective.name}'")
+        raise IncompatibleError(f"{part} cannot generate text, but generation.prompts is set; "
                                 "remove generation.prompts")
     for i, (extension, _) in enumerate(run.extensions):
         if run.data_task not in extension.tasks:
@@ -208,7 +210,7 @@ def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str, step
 
 
 def sample_generations(run: RunContext, model: Any) -> list[dict]:
-    """Answers to ``generation.prompts`` (causal LMs only)."""
+    """Answers to ``generation.prompts`` (causal LMs and seq2seq models)."""
     gen = run.config.generation
     if not gen.prompts or not run.can_generate:
         return []

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import ConfigError, DataError, IncompatibleError
-from .loading import load_model, load_tokenizer
+from .loading import load_model, load_tokenizer, task_of
+from .members import GENERATIVE_TASKS
 from .models import ResolvedModel
 
 log = logging.getLogger("tunery")
@@ -27,7 +28,7 @@ class LoadedModel:
 
     model: Any
     tokenizer: Any
-    task: str  # "causal_lm" or "classification"
+    task: str  # the model task: causal_lm, classification, seq2seq or token_classification
     config: RunConfig | None = None
     manifest: dict | None = None
     label_names: list[str] | None = None
@@ -50,7 +51,7 @@ def load(engine: Engine, target: str, task: str | None = None) -> LoadedModel:
     tokenizer = load_tokenizer(resolved)
     labels_file = Path(resolved.path) / "labels.json"
     label_names = json.loads(labels_file.read_text()) if labels_file.is_file() else None
-    task = task or ("classification" if label_names else "causal_lm")
+    task = task or task_of(resolved.path) or ("classification" if label_names else "causal_lm")
     model = load_model(resolved, task, label_names=label_names, pad_token_id=tokenizer.pad_token_id)
     model.eval()
     return LoadedModel(model, tokenizer, task, label_names=label_names)
@@ -96,9 +97,9 @@ def check_can_generate(engine: Engine, target: str) -> None:
     task = json.loads((Path(target) / "manifest.json").read_text())["task"]["model"]
     config = engine.config(Path(target) / "config.yaml")
     method, objective = engine.methods.get(config.method.name), engine.objectives.get(config.objective.name)
-    if task != "causal_lm":
+    if task not in GENERATIVE_TASKS:
         raise IncompatibleError(f"run folder '{target}' holds a {task} model (objective '{objective.name}', "
-                                f"method '{method.name}'); generate needs a causal language model run")
+                                f"method '{method.name}'); generate needs a causal language model or seq2seq run")
     if not method.can_generate:
         raise IncompatibleError(f"method '{method.name}' of run folder '{target}' cannot generate text")
 
