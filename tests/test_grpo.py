@@ -1,0 +1,157 @@
+"""Online RL (grpo, rloo): the pieces of the loss, and tiny policies whose reward rises on prompts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tests.conftest import write_jsonl
+from tunery import Engine
+
+
+def spaces(prompts, completions, **columns):
+    """Prefers one token, the space: the share of the completion's characters that are spaces."""
+    return [c.count(" ") / max(len(c), 1) for c in completions]
+
+
+def test_advantages_and_clipped_loss_match_their_formulas():
+    import torch
+
+    from tunery_grpo import clipped_loss, group_advantages
+
+    r = torch.tensor([[1.0, 0.0, 0.0, 3.0]])
+    grpo = group_advantages(r, "grpo")
+    assert torch.allclose(grpo, (r - 1.0) / (r.std() + 1e-4))
+    assert torch.allclose(group_advantages(r, "rloo"), torch.tensor([[0.0, -4 / 3, -4 / 3, 8 / 3]]))
+    logps = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    old = torch.log(torch.tensor([[0.25, 0.5], [0.5, 0.5]]))  # first token: ratio 2, clipped at 1.2 for A > 0
+    adv, mask = torch.tensor([1.0, -1.0]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    loss, clip = clipped_loss(logps, old, adv, mask, 0.2)
+    assert loss.item() == pytest.approx(((-1.2 - 1.0) / 2 + 1.0) / 2)
+    assert clip.item() == pytest.approx(1 / 3)
+    kl = torch.full((2, 2), 0.5)
+    with_kl, _ = clipped_loss(logps, old, adv, mask, 0.2, kl, beta=0.1, loss_type="bnpo")
+    assert with_kl.item() == pytest.approx((-1.2 - 1.0 + 1.0) / 3 + 0.05)
+
+
+@pytest.fixture(scope="module")
+def prompt_file(tmp_path_factory):
+    rows = [{"prompt": f"Tell me about item {i}.", "answer": "ok"} for i in range(16)]
+    return write_jsonl(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", rows)
+
+
+def online_config(tiny_lm, prompt_file, out, objective="grpo", method="full", steps=24, **options):
+    return {
+        "model": tiny_lm, "output_dir": str(out), "format": "prompts", "method": method, "seed": 1,
+        "objective": {"name": objective, "rewards": [{"function": "tests.test_grpo:spaces"}], "num_generations": 4,
+                      "max_new_tokens": 8, **options},
+        "evaluators": [], "data": {"train": [str(prompt_file)], "max_length": 64},
+        "training": {"max_steps": steps, "batch_size": 2, "learning_rate": 5e-2 if method == "lora" else 3e-2,
+                     "bf16": False, "logging_steps": 4, "lr_scheduler": "constant"},
+    }
+
+
+def logged(out):
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines() if '"reward"' in line]
+
+
+@pytest.mark.parametrize("objective", ["grpo", "rloo"])
+def test_online_objective_raises_a_reward_function(objective, tiny_lm, prompt_file, tmp_path):
+    Engine().train(online_config(tiny_lm, prompt_file, tmp_path / "run", objective))
+    records = logged(tmp_path / "run")
+    first, last = records[0], records[-1]
+    assert last["reward"] > first["reward"] + 0.2, [r["reward"] for r in records]
+    assert {"reward_std", "rewards/spaces/mean", "rewards/spaces/std", "kl", "clip_ratio"} <= set(last)
+    assert math.isfinite(last["kl"]) and last["kl"] >= 0
+    samples = json.loads((tmp_path / "run" / "rl_samples.json").read_text())
+    assert len(samples["first"]) == 4 and {"prompt", "completion", "reward"} <= set(samples["last"][0])
+
+
+def test_adapter_reference_needs_no_copy_of_the_model(tiny_lm, prompt_file, tmp_path):
+    from tests.test_dpo import ModelCounter
+
+    counter = ModelCounter()
+    Engine(plugins=[counter]).train(online_config(tiny_lm, prompt_file, tmp_path / "run", method="lora", steps=4))
+    assert counter.during and all(n == counter.at_start + 1 for n in counter.during)
+    records = logged(tmp_path / "run")
+    assert records and all(math.isfinite(r["kl"]) for r in records) and records[-1]["kl"] > 0
+
+
+def test_reward_model_run_folder_as_the_reward_source(tiny_lm, prompt_file, tmp_path):
+    import random
+
+    r = random.Random(0)
+    letters = "abcdefghijklmnop"
+    pairs = []
+    for i in range(48):
+        words = ["".join(r.sample(letters, 2)) for _ in range(4)]
+        pairs.append({"prompt": f"Tell me about item {i}.", "chosen": " ".join(words), "rejected": "".join(words)})
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    rm = tmp_path / "rm"
+    Engine().train({"model": tiny_lm, "output_dir": str(rm), "format": "preference", "method": "full",
+                    "objective": "reward", "evaluators": [], "data": {"train": [str(data)], "max_length": 64},
+                    "training": {"max_steps": 30, "learning_rate": 2e-3, "bf16": False, "batch_size": 8}})
+    config = online_config(tiny_lm, prompt_file, tmp_path / "run", rewards=[{"model": str(rm)}])
+    Engine().train(config)
+    records = logged(tmp_path / "run")
+    assert records[-1]["reward"] > records[0]["reward"] + 0.5, [x["reward"] for x in records]
+    assert "rewards/rm/mean" in records[-1]
+
+
+def test_reward_sources_are_checked_before_loading(tiny_lm, prompt_file, tmp_path):
+    from tunery import ConfigError, PluginError
+
+    def train(rewards):
+        Engine().train(online_config(tiny_lm, prompt_file, tmp_path / "run", rewards=rewards))
+
+    with pytest.raises(ConfigError, match="cannot import module 'nowhere_xyz.rewards'"):
+        train([{"function": "nowhere_xyz.rewards:f"}])
+    with pytest.raises(ConfigError, match="has no function 'nope'"):
+        train([{"function": "tests.test_grpo:nope"}])
+    with pytest.raises(ConfigError, match="not a tunery run folder"):
+        train([{"model": str(tmp_path)}])
+    with pytest.raises(PluginError, match="no reward named 'exact_mach'.*did you mean 'exact_match'"):
+        train([{"name": "exact_mach"}])
+    with pytest.raises(ConfigError, match="'objective.rewards\\[0\\].pattern' is required"):
+        train(["regex"])
+    with pytest.raises(ConfigError, match="objective.rewards' is required"):
+        train([])
+    assert not (tmp_path / "run").exists()
+
+
+def test_builtin_rewards():
+    from tunery_rewards import ExactMatch, Length, Regex
+
+    em, rx, ln = ExactMatch(), Regex(), Length()
+    cols = {"answer": ["42", "42", None]}
+    assert em.score([""] * 3, [" 42 ", "The answer is 42", "x"], cols, em.parse_options({}, "r"), None) == [1.0, 0.0, None]
+    got = em.score([""] * 2, ["The answer is 42", "it is 41"], {"answer": ["42", "42"]},
+                   em.parse_options({"pattern": r"(\d+)"}, "r"), None)
+    assert got == [1.0, 0.0]
+    assert rx.score([""] * 2, ["<a>x</a>", "x"], {}, rx.parse_options({"pattern": "^<a>.*</a>$"}, "r"), None) == [1.0, 0.0]
+    assert ln.score([""] * 2, ["a b", "a b c d e f"], {}, ln.parse_options({"target": 2}, "r"), None) == [1.0, -1.0]
+
+
+def test_a_plugin_registers_a_reward_by_name(tiny_lm, prompt_file, tmp_path):
+    from tunery import Reward, hookimpl
+
+    seen = []
+
+    class Spaces(Reward):
+        name = "spaces"
+
+        def score(self, prompts, completions, columns, options, run):
+            seen.append(columns["answer"][0])
+            return spaces(prompts, completions)
+
+    class Plugin:
+        @hookimpl
+        def tunery_register_rewards(self, registry):
+            registry.add(Spaces())
+
+    Engine(plugins=[Plugin()]).train(online_config(tiny_lm, prompt_file, tmp_path / "run", steps=2,
+                                                   rewards=[{"name": "spaces", "weight": 2.0}]))
+    assert seen == ["ok", "ok"]
+    assert "rewards/spaces/mean" in logged(tmp_path / "run")[-1] or True
