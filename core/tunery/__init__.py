@@ -41,7 +41,7 @@ _LAZY = {
     "score_examples": "preference", "pair_metrics": "preference", "record": "preference",
     "metrics_callback": "preference",
     # online objectives: reward sources
-    "reward_sources": "rewards", "RewardSources": "rewards",
+    "reward_sources": "rewards", "check_reward_sources": "rewards", "RewardSources": "rewards",
     # generation and run folders
     "generate": "generation", "complete": "generation", "is_run_dir": "runs",
     # command-line plugins

@@ -108,7 +108,7 @@ def _entries(raw: Any, where: str) -> list[dict]:
     return out
 
 
-def check_sources(raw: Any, run: RunContext, where: str) -> None:
+def check_reward_sources(raw: Any, run: RunContext, where: str) -> None:
     """Validate the ``rewards`` option before any weights load: functions import, names are
     registered with valid options, model folders are reward model runs."""
     from .runs import is_run_dir

@@ -111,12 +111,12 @@ class Grpo(Objective):
         return "causal_lm", None
 
     def check(self, options, run):
-        from tunery.rewards import check_sources
+        from tunery import check_reward_sources
 
         if not options.rewards:
             raise ConfigError(f"config key 'objective.rewards' is required for {self.name}: name at least one "
                               "reward source, e.g. [{function: mypkg.rewards:short}] or [{model: runs/rm}]")
-        check_sources(options.rewards, run, "objective.rewards")
+        check_reward_sources(options.rewards, run, "objective.rewards")
         t = run.config.training
         if t.auto_batch_size:
             raise IncompatibleError(f"objective '{self.name}' with training.auto_batch_size: the batch size of an "
