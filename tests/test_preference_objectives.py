@@ -108,3 +108,21 @@ def test_reference_free_objectives_raise_the_heldout_margin(objective, tiny_lm, 
     assert after["reward_accuracy/margin"] > before["reward_accuracy/margin"] + 1.0, (before, after)
     assert after["reward_accuracy/accuracy"] >= before["reward_accuracy/accuracy"]
     assert '"rewards/margin"' in (result.output_dir / "train_log.jsonl").read_text()
+
+
+from tunery.testing import ObjectiveConformance  # noqa: E402
+
+UNPAIRED = [{"prompt": f"What is {i} plus {i}?", "completion": f"It is {2 * i}." if i % 2 else f"Maybe {i + 7}.",
+             "label": bool(i % 2)} for i in range(16)]
+
+
+class TestOrpoConformance(ObjectiveConformance):
+    objective, methods = "orpo", ("lora",)
+
+
+class TestSimpoConformance(ObjectiveConformance):
+    objective, methods = "simpo", ("lora",)
+
+
+class TestKtoConformance(ObjectiveConformance):
+    objective, format, rows, methods = "kto", "unpaired", UNPAIRED, ("lora", "full")
