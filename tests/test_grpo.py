@@ -152,9 +152,18 @@ def test_a_plugin_registers_a_reward_by_name(tiny_lm, prompt_file, tmp_path):
         def tunery_register_rewards(self, registry):
             registry.add(Spaces())
 
-    Engine(plugins=[Plugin()]).train(online_config(tiny_lm, prompt_file, tmp_path / "run", steps=2,
-                                                   rewards=[{"name": "spaces", "weight": 2.0}]))
-    assert seen == ["ok", "ok"]
+    config = online_config(tiny_lm, prompt_file, tmp_path / "run", steps=2, rewards=[{"name": "spaces", "weight": 2.0}])
+    config["evaluators"] = ["rewards"]  # before/after: the reward of greedy completions of held-out prompts
+    config["data"]["val_split"] = 0.25
+    result = Engine(plugins=[Plugin()]).train(config)
+    assert seen and set(seen) == {"ok"}
+    for phase in ("before", "after"):
+        metrics = result.metrics[phase]
+        assert metrics["rewards/mean"] == pytest.approx(2.0 * metrics["rewards/spaces"])
+        assert metrics["rewards/completion_length"] > 0
+    records = json.loads((result.output_dir / "evaluations" / "after.json").read_text())["rewards"]["records"]
+    assert len(records) == 4 and {"prompt", "completion", "reward"} <= set(records[0])
+    assert "rewards/mean" in (result.output_dir / "report.md").read_text()
 
 
 def test_sigkill_then_resume_is_exact_including_sampling(tiny_lm, prompt_file, tmp_path):
