@@ -191,3 +191,19 @@ def test_sigkill_then_resume_is_exact_including_sampling(tiny_lm, prompt_file, t
     ref = {r["step"]: r for r in logged(tmp_path / "ref")}
     resumed = {r["step"]: r for r in logged(tmp_path / "run")}
     assert [resumed[s]["reward"] for s in (5, 6)] == [ref[s]["reward"] for s in (5, 6)]  # the same samples
+
+
+def test_rlhf_example_configs_are_valid():
+    """examples/rlhf (SFT -> reward model -> DPO, and the online GRPO stage) parses with the installed plugins."""
+    from pathlib import Path
+
+    import yaml
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "rlhf"
+    engine = Engine()
+    parsed = {p.stem: engine.config(yaml.safe_load(p.read_text())) for p in sorted(folder.glob("*.yaml"))}
+    assert {k: c.objective.name for k, c in parsed.items()} == {"dpo": "dpo", "grpo": "grpo", "reward": "reward",
+                                                                "sft": "sft"}
+    assert "grpo.yaml" in (folder / "run.sh").read_text()
+    data = yaml.safe_load((folder / "grpo.yaml").read_text())["data"]
+    assert (folder / data["train"]).is_file() and (folder / data["eval"]).is_file()
