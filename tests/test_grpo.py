@@ -80,6 +80,25 @@ def test_adapter_reference_needs_no_copy_of_the_model(tiny_lm, prompt_file, tmp_
     assert records and all(math.isfinite(r["kl"]) for r in records) and records[-1]["kl"] > 0
 
 
+def test_generations_are_reused_for_num_iterations_steps(tiny_lm, prompt_file, tmp_path):
+    calls = []
+
+    def counting(prompts, completions, **columns):
+        calls.append(len(completions))
+        return spaces(prompts, completions)
+
+    import tests.test_grpo as me
+
+    me.counting = counting
+    config = online_config(tiny_lm, prompt_file, tmp_path / "run", steps=4, num_iterations=2,
+                           rewards=[{"function": "tests.test_grpo:counting"}])
+    config["training"]["logging_steps"] = 1
+    Engine().train(config)
+    assert calls == [8, 8]  # two generation batches of 2 prompts x 4, each used for two optimizer steps
+    records = logged(tmp_path / "run")
+    assert len(records) == 2 and all(0 <= r["clip_ratio"] <= 1 for r in records)
+
+
 def test_reward_model_run_folder_as_the_reward_source(tiny_lm, prompt_file, tmp_path):
     import random
 
@@ -119,6 +138,10 @@ def test_reward_sources_are_checked_before_loading(tiny_lm, prompt_file, tmp_pat
         train(["regex"])
     with pytest.raises(ConfigError, match="objective.rewards' is required"):
         train([])
+    config = online_config(tiny_lm, prompt_file, tmp_path / "run", num_iterations=2)
+    config["training"]["save_steps"] = 3
+    with pytest.raises(ConfigError, match="'training.save_steps' \\(3\\) must be a multiple of 'objective.num_iterations'"):
+        Engine().train(config)
     assert not (tmp_path / "run").exists()
 
 
@@ -173,7 +196,7 @@ def test_sigkill_then_resume_is_exact_including_sampling(tiny_lm, prompt_file, t
     from tests.crash_worker import Killer, crash
 
     def config(out):
-        c = online_config(tiny_lm, prompt_file, out, method="lora", steps=6)
+        c = online_config(tiny_lm, prompt_file, out, method="lora", steps=4)
         c["training"].update(save_steps=2, logging_steps=1)
         return c
 
@@ -181,7 +204,7 @@ def test_sigkill_then_resume_is_exact_including_sampling(tiny_lm, prompt_file, t
     torch.set_num_threads(1)
     try:
         Engine(plugins=[Killer()]).train(config(tmp_path / "ref"))
-        code = crash(config(tmp_path / "run"), "step", 5, str(tmp_path / "stderr"))
+        code = crash(config(tmp_path / "run"), "step", 3, str(tmp_path / "stderr"))
         assert code == -9, (tmp_path / "stderr").read_text()[-2000:]
         Engine(plugins=[Killer()]).train({**config(tmp_path / "run"), "resume": "auto"})
     finally:
@@ -190,7 +213,7 @@ def test_sigkill_then_resume_is_exact_including_sampling(tiny_lm, prompt_file, t
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ref = {r["step"]: r for r in logged(tmp_path / "ref")}
     resumed = {r["step"]: r for r in logged(tmp_path / "run")}
-    assert [resumed[s]["reward"] for s in (5, 6)] == [ref[s]["reward"] for s in (5, 6)]  # the same samples
+    assert [resumed[s]["reward"] for s in (3, 4)] == [ref[s]["reward"] for s in (3, 4)]  # the same samples
 
 
 def test_rlhf_example_configs_are_valid():
