@@ -12,7 +12,7 @@ from .engine import Engine
 from .errors import (ConfigError, DataError, IncompatibleError, ModelSourceError, PluginError, RowError, TrainingError,
                      TuneryError)
 from .hookspecs import hookimpl
-from .members import EvalResult, Evaluator, Extension, Formatter, Method, Objective, Quantizer
+from .members import EvalResult, Evaluator, Extension, Formatter, Method, Objective, Quantizer, Reward
 
 # name -> module it comes from, imported when first asked for
 _LAZY = {
@@ -41,6 +41,8 @@ _LAZY = {
     "pair_logps": "preference", "pair_scores": "preference", "sequence_logps": "preference",
     "score_examples": "preference", "pair_metrics": "preference", "record": "preference",
     "metrics_callback": "preference",
+    # online objectives: reward sources
+    "reward_sources": "rewards", "check_reward_sources": "rewards", "RewardSources": "rewards",
     # generation and run folders
     "generate": "generation", "complete": "generation", "is_run_dir": "runs",
     # command-line plugins
@@ -49,7 +51,7 @@ _LAZY = {
 
 __all__ = [
     "Engine", "hookimpl",
-    "Method", "Objective", "Extension", "Formatter", "Quantizer", "Evaluator", "EvalResult",
+    "Method", "Objective", "Extension", "Formatter", "Quantizer", "Evaluator", "EvalResult", "Reward",
     "TuneryError", "ConfigError", "PluginError", "IncompatibleError", "ModelSourceError", "DataError",
     "RowError", "TrainingError", *_LAZY, "__version__",
 ]

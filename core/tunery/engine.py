@@ -71,6 +71,11 @@ class Engine:
     def evaluators(self):
         return self.host.registries["evaluators"]
 
+    @property
+    def rewards(self):
+        """Reward sources of the online objectives (``grpo``, ``rloo``)."""
+        return self.host.registries["rewards"]
+
     def notify(self, hook: str, **kwargs) -> None:
         """Call a lifecycle hook the pluggy way; each implementation is isolated (a plugin that
         raises is logged with its name, or raises PluginError in strict mode)."""

@@ -6,7 +6,7 @@ the entry point is the plugin's name. Hooks are grouped by phase:
 
 * **registration** -- called once when an :class:`~tunery.Engine` starts. Each receives a
   registry object; the plugin adds its members (methods, objectives, extensions, formatters,
-  quantizers, evaluators) to it. Registration must be cheap: no heavy imports (torch, transformers...) at this point.
+  quantizers, evaluators, rewards) to it. Registration must be cheap: no heavy imports (torch, transformers...) at this point.
 * **model sources** -- turn a model reference into local files.
 * **run lifecycle** -- observe a training run; a platform embedding tunery gets its progress here.
 * **command line** -- add commands to the ``tunery`` CLI.
@@ -82,6 +82,15 @@ def tunery_register_quantizers(registry: Registry) -> None:
 @hookspec
 def tunery_register_evaluators(registry: Registry) -> None:
     """Add evaluators (subclasses of :class:`tunery.Evaluator`) with ``registry.add(member)``.
+
+    Same contract as :func:`tunery_register_methods`.
+    """
+
+
+@hookspec
+def tunery_register_rewards(registry: Registry) -> None:
+    """Add reward sources (subclasses of :class:`tunery.Reward`: score generated completions for
+    the online objectives ``grpo`` and ``rloo``) with ``registry.add(member)``.
 
     Same contract as :func:`tunery_register_methods`.
     """

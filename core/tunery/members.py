@@ -329,4 +329,21 @@ class Evaluator(Member):
         raise NotImplementedError
 
 
-FAMILIES = {cls.family: cls for cls in (Method, Objective, Extension, Formatter, Quantizer, Evaluator)}
+class Reward(Member):
+    """A reward source for online objectives (``grpo``, ``rloo``): scores generated completions.
+
+    The scoring follows TRL's reward-function convention: ``prompts`` and ``completions`` are
+    texts (a chat prompt is its list of messages), and ``columns`` holds the other data columns
+    of each prompt's row (e.g. a reference answer), one list entry per completion. A run names
+    it in its objective's options: ``rewards: [{name: exact_match, weight: 1.0}]``; the keys
+    besides ``name`` and ``weight`` are this member's :attr:`Options`."""
+
+    family: ClassVar[str] = "rewards"
+
+    def score(self, prompts: list, completions: list[str], columns: dict[str, list], options: Any,
+              run: RunContext) -> list[float]:
+        """One reward per completion (``None`` where this reward does not apply)."""
+        raise NotImplementedError
+
+
+FAMILIES = {cls.family: cls for cls in (Method, Objective, Extension, Formatter, Quantizer, Evaluator, Reward)}

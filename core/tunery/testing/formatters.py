@@ -73,6 +73,9 @@ def check_example(example: dict, task: str, tokenizer: Any, n_labels: int | None
         assert isinstance(ids, list) and ids and all(isinstance(i, int) and 0 <= i < vocab for i in ids), \
             f"{prefix}input_ids must be a non-empty list of token ids below {vocab}"
         labels = example.get(prefix + "labels")
+        if task == "prompts":  # prompt-only data (online objectives): nothing is trained on the prompt
+            assert labels is None, "a prompts example carries no labels"
+            continue
         if task == "classification":
             assert isinstance(labels, int) and 0 <= labels < (n_labels or 0), f"label {labels!r} is not a label id"
             continue
