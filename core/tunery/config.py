@@ -29,7 +29,7 @@ class DataConfig:
     max_length: int = 512
     packing: bool | None = None  # None: on for causal-LM data when the method supports it
     on_bad_row: Literal["error", "skip"] = "error"
-    truncation: Literal["right", "left", "drop", "error"] = "right"
+    truncation: Literal["right", "left", "drop", "error"] | None = None  # None: the formatter's (right; preference: left)
     limit: int | None = None
     group_by_length: bool = False  # batch examples of similar length together (less padding)
     cache: bool = True  # reuse tokenised examples when files, tokenizer and formatter are unchanged
@@ -51,7 +51,7 @@ class TrainingConfig:
 
     epochs: float = 1.0
     max_steps: int = -1
-    learning_rate: float = 2e-4
+    learning_rate: float | None = None  # None: the method's measured default (Method.default_learning_rate)
     batch_size: int = 4
     grad_accum: int = 1
     warmup_ratio: float = 0.0
@@ -77,7 +77,7 @@ class TrainingConfig:
             raise ConfigError(f"config key '{where}.max_steps' must be a positive number of steps (or -1 for epochs)")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"config key '{where}.warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
-        if self.learning_rate <= 0:
+        if self.learning_rate is not None and self.learning_rate <= 0:
             raise ConfigError(f"config key '{where}.learning_rate' must be positive, got {self.learning_rate}")
         if self.epochs <= 0:
             raise ConfigError(f"config key '{where}.epochs' must be positive, got {self.epochs} "
@@ -311,7 +311,10 @@ def parse_config(raw: Mapping[str, Any], registries: Mapping[str, Any]) -> RunCo
         if not isinstance(section, Mapping):
             raise ConfigError(f"config key '{key}' must be a mapping, got {section!r}")
         values[key] = parse(cls, section, key)
-    task = _member(registries["formatters"], _section(raw["format"], "format")[0], "format").task
+    formatter = _member(registries["formatters"], _section(raw["format"], "format")[0], "format")
+    task = formatter.task
+    if values["data"].truncation is None:
+        values["data"].truncation = formatter.default_truncation
     for key, family in SECTIONS.items():
         if key not in raw or raw[key] is None:
             raw[key] = _default_objective(registries, task) if key == "objective" else "none"

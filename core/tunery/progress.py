@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 from transformers import TrainerCallback
 
@@ -44,6 +44,9 @@ class Progress(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
+        elif state.global_step == 1 and args.logging_steps > 1 and state.is_world_process_zero:
+            log.info("step 1/%s done in %s (a line every %s steps from here)", state.max_steps,
+                     _duration(time.perf_counter() - self.start), args.logging_steps)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -67,6 +70,28 @@ class Progress(TrainerCallback):
             self.bar.close()
             self.redirect.__exit__(None, None, None)
             self.bar = self.redirect = None
+
+
+def track(items: Iterable, total: int, what: str, stream: Any = None, every: float = 10.0) -> Iterator:
+    """Yield ``items`` while showing progress: a tqdm bar on a terminal, otherwise a log line
+    when it starts, then at most one every ``every`` seconds, and one at the end."""
+    stream = stream or sys.stderr
+    if stream.isatty():
+        from tqdm.std import tqdm
+
+        yield from tqdm(items, total=total, desc=what, file=stream, leave=False, dynamic_ncols=True)
+        return
+    started = last = time.perf_counter()
+    log.info("%s: %d to go", what, total)
+    done = 0
+    for done, item in enumerate(items, 1):
+        yield item
+        now = time.perf_counter()
+        if now - last >= every and done < total:
+            last = now
+            log.info("%s: %d/%d, eta %s", what, done, total, _duration((now - started) / done * (total - done)))
+    if time.perf_counter() - started >= every:
+        log.info("%s: %d done in %s", what, done, _duration(time.perf_counter() - started))
 
 
 def _fields(logs: dict) -> str:

@@ -217,27 +217,27 @@ def _detail(value: Any) -> str:
 
 def model_card(run: RunContext, model_dir: Path, metrics: dict) -> str:
     """A Hugging Face model card: YAML front matter (base_model, library_name, tags, datasets,
-    pipeline_tag), then the method, data and metrics."""
+    pipeline_tag), then the method, data and metrics; how to load the result comes from the
+    method (:meth:`tunery.Method.model_card`), which may also write the whole card."""
     import yaml
 
     config = run.config
-    adapter = run.method.output(config.method.options) == "adapter"
+    card = run.method.model_card(config.method.options, run)
+    if isinstance(card, str):
+        return card
     train_files = [Path(f).name for f in metrics.get("data", {}).get("train", {}).get("files", [])]
     front = {
         "base_model": config.model,
-        "library_name": "peft" if adapter else "transformers",
+        "library_name": card.get("library_name", "transformers"),
         "tags": list(dict.fromkeys(["tunery", config.method.name, config.format.name])),
         "datasets": train_files,
         "pipeline_tag": "text-classification" if run.model_task == "classification" else "text-generation",
     }
-    head = "SequenceClassification" if run.model_task == "classification" else "CausalLM"
-    cls = f"AutoPeftModelFor{head}" if adapter else f"AutoModelFor{head}"
-    load = f"from {front['library_name']} import {cls}\nmodel = {cls}.from_pretrained(\"{model_dir.name}\")"
     data = metrics.get("data", {})
     lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              f"# {run.output_dir.name}", "",
              f"Fine-tuned from `{config.model}` with [tunery](https://pypi.org/project/tunery/): "
-             f"{'an adapter' if adapter else 'a full model'} trained with the **{config.method.name}** method.", "",
+             f"{card.get('summary', f'trained with the **{config.method.name}** method')}.", "",
              "## Method", "", f"- method: {config.method.name} ({_options(config.method)})",
              f"- quantizer: {config.quantizer.name}",
              f"- steps: {metrics.get('train', {}).get('steps')}, learning rate {config.training.learning_rate}, "
@@ -250,5 +250,6 @@ def model_card(run: RunContext, model_dir: Path, metrics: dict) -> str:
         lines.append(metrics_table(metrics.get("before"), metrics.get("after")))
     else:
         lines.append("No evaluation was run.")
-    lines += ["", "## Usage", "", "```python", load, "```"]
+    if card.get("usage"):
+        lines += ["", "## Usage", "", "```python", card["usage"], "```"]
     return "\n".join(lines) + "\n"

@@ -166,6 +166,11 @@ def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict]
     train, evaluation = prepared.train.examples, prepared.eval.examples
     problems, eval_problems = prepared.train.problems, prepared.eval.problems
     train_files = prepared.train.files
+    from .datatools import wrong_format_error
+
+    wrong = wrong_format_error(run, prepared.train, cfg.train)
+    if wrong is not None:
+        raise wrong
     for what, found in (("training", problems), ("evaluation", eval_problems)):
         if found and cfg.on_bad_row == "error":
             raise DataError(datapipe.problems_message(found, what), found)
@@ -217,6 +222,24 @@ def held_out_count(run: RunContext, n_train: int) -> int:
     return n_eval
 
 
+FEW_STEPS = 20
+
+
+def warn_few_steps(run: RunContext, n_examples: int, n_rows: int) -> None:
+    """Warn before training when the run plans so few optimizer steps that it may learn nothing,
+    saying what would give more."""
+    t = run.config.training
+    if t.max_steps > 0 or run.total_steps >= FEW_STEPS:
+        return
+    fixes = [f"raise training.epochs (now {t.epochs:g})"]
+    if n_rows < n_examples:
+        fixes.append(f"set data.packing=false (packing made {n_examples} examples into {n_rows} rows)")
+    if t.batch_size * t.grad_accum > 1:
+        fixes.append(f"lower training.batch_size/grad_accum (now {t.batch_size} x {t.grad_accum})")
+    log.warning("only %d optimizer step(s) planned: too few to learn much; %s, or set training.max_steps",
+                run.total_steps, ", ".join(fixes))
+
+
 def planned_steps(config: RunConfig, n_examples: int) -> int:
     t = config.training
     if t.max_steps > 0:
@@ -234,6 +257,9 @@ def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str, step
     and records go to ``evaluations/<phase>.json``."""
     from .evaluation import details_json, flat_metrics, run_evaluators
 
+    if examples and run.config.evaluators and phase != "during":
+        log.info("evaluating %s training: %s on %d example(s)", phase,
+                 ", ".join(c.name for c in run.config.evaluators), len(examples))
     results = run_evaluators(run, model, examples)
     if not results:
         return {}
@@ -247,12 +273,15 @@ def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str, step
     return metrics
 
 
-def sample_generations(run: RunContext, model: Any) -> list[dict]:
+def sample_generations(run: RunContext, model: Any, phase: str = "") -> list[dict]:
     """Answers to ``generation.prompts`` (causal LMs only)."""
     gen = run.config.generation
     if not gen.prompts or not run.can_generate:
         return []
     from .generation import generate
+
+    log.info("generating answers to %d prompt(s)%s (up to %d new tokens each)", len(gen.prompts),
+             f" {phase} training" if phase else "", gen.max_new_tokens)
 
     outputs = generate(model, run.tokenizer, gen.prompts, max_new_tokens=gen.max_new_tokens,
                        chat=gen.chat, temperature=gen.temperature)
@@ -263,8 +292,14 @@ def sample_generations(run: RunContext, model: Any) -> list[dict]:
 
 
 def new_context(engine: Engine, config: RunConfig) -> RunContext:
-    """The context of a run of ``config``, before anything is loaded."""
-    return RunContext.create(engine, config)
+    """The context of a run of ``config``, before anything is loaded; an unset
+    ``training.learning_rate`` becomes the method's default (recorded in config.yaml)."""
+    run = RunContext.create(engine, config)
+    if config.training.learning_rate is None:
+        config.training.learning_rate = run.method.default_learning_rate
+        log.info("learning rate %g (method %s's default; set training.learning_rate to change it)",
+                 config.training.learning_rate, run.method.name)
+    return run
 
 
 def execute(engine: Engine, config: RunConfig) -> RunResult:
@@ -294,7 +329,9 @@ def _training_arguments(run: RunContext) -> Any:
 def _train(run: RunContext, args: Any) -> RunResult:
     started = time.perf_counter()
     config = run.config
+    log.info("resolving the model %s", config.model)
     run.model_source = run.engine.resolve_model(config.model)
+    log.info("model: %s (%s)", run.model_source.path, run.model_source.origin)
     run.tokenizer = load_tokenizer(run.model_source, config.trust_remote_code)
     train, evaluation, data_summary = build_data(run)
     state = {**manifest(run), "config": config.to_dict(), "plugins_loaded": _plugins_loaded(run)}
@@ -309,6 +346,10 @@ def _train(run: RunContext, args: Any) -> RunResult:
     model = prepare_model(run, model)
     parameters = trainable_summary(model)
     log.info("trainable parameters: %d of %d (%.4g%%)", parameters["trainable"], parameters["total"], parameters["percent"])
+    from .memory import report as memory_report
+
+    expected_memory = memory_report(run, model, rows)
+    warn_few_steps(run, len(train), len(rows))
 
     from .trainer import build_trainer
 
@@ -318,7 +359,7 @@ def _train(run: RunContext, args: Any) -> RunResult:
     trainer.tunery_manifest = state
     model = trainer.model
     before = evaluate(run, model, evaluation, "before")
-    samples = {"before": sample_generations(run, model)}
+    samples = {"before": sample_generations(run, model, "before")}
     output = fit(run, trainer, checkpoint)
     # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
     # measured like "before" and the returned model matches what was saved.
@@ -327,9 +368,12 @@ def _train(run: RunContext, args: Any) -> RunResult:
     if is_main_process():
         save_result(run, model, model_dir)
     after = evaluate(run, model, evaluation, "after")
-    samples["after"] = sample_generations(run, model)
+    samples["after"] = sample_generations(run, model, "after")
+    from .memory import peak_rss_gib
+
     metrics = {"train": train_metrics(trainer, output, len(train)), "parameters": parameters,
                "before": before, "after": after, "data": data_summary,
+               "memory": {"expected_gib": expected_memory, "peak_rss_gib": peak_rss_gib()},
                "wall_seconds": round(time.perf_counter() - started, 3)}
     _finish_metrics(run, trainer, output, metrics, evaluation)
     if is_main_process():
@@ -344,12 +388,17 @@ def load_base_model(run: RunContext) -> Any:
     config, quantizer = run.config, run.quantizer
     keep = list(HEAD_MODULES) + run.method.fully_trained_modules(config.method.options, run)
     set_seed(config.seed)
+    started = time.perf_counter()
+    log.info("loading the weights (%s head%s)", run.model_task,
+             f", quantizer {quantizer.name}" if quantizer.quantizes else "")
     model = load_model(
         run.model_source, run.model_task, label_names=run.label_names if run.num_labels is None else None,
         num_labels=run.num_labels, pad_token_id=run.tokenizer.pad_token_id,
         extra=quantizer.load_kwargs(config.quantizer.options, keep, run), trust_remote_code=config.trust_remote_code,
     )
-    return quantizer.after_load(model, config.quantizer.options)
+    model = quantizer.after_load(model, config.quantizer.options)
+    log.info("weights loaded in %.1f s", time.perf_counter() - started)
+    return model
 
 
 def transform_examples(run: RunContext, model: Any, examples: list[dict], split: str) -> list[dict]:
@@ -366,6 +415,8 @@ def pack_rows(run: RunContext, train: list[dict], data_summary: dict) -> list[di
     if can_pack(train):
         rows = pack(train, run.config.data.max_length)
         data_summary["train"]["packed_rows"] = len(rows)
+        log.info("packed %d examples into %d rows of up to %d tokens (data.packing=false turns this off)",
+                 len(train), len(rows), run.config.data.max_length)
         return rows
     if run.config.data.packing:
         raise IncompatibleError(f"formatter '{run.formatter.name}' gives examples with more than input_ids and "
@@ -391,6 +442,9 @@ def fit(run: RunContext, trainer: Any, checkpoint: Path | None) -> Any:
     from .guard import last_checkpoint_note
 
     stopper = trainer.tunery_stopper
+    log.info("training: %d optimizer step(s) of %d row(s) x %d accumulation%s", run.total_steps,
+             trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps,
+             f", resuming from {checkpoint}" if checkpoint else "")
     try:
         with stopper.installed():
             output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -458,12 +512,30 @@ def _last_loss(trainer) -> float | None:
 
 def save_result(run: RunContext, model: Any, model_dir: Path) -> None:
     """Save the adapter or model, the tokenizer and the label map into ``model_dir``."""
+    log.info("saving the %s to %s", model_dir.name, model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     run.method.save(model, str(model_dir), run.config.method.options, run)
     run.tokenizer.save_pretrained(str(model_dir))
     if run.label_names:
         _write_json(model_dir / "labels.json", run.label_names)
+    portable(model_dir, run.config.model)
     run.notify("tunery_checkpoint_saved", path=str(model_dir), step=run.total_steps or 0)
+
+
+def portable(model_dir: Path, reference: str) -> None:
+    """Make a saved result shareable: an adapter names its base by the run's model reference
+    (e.g. a hub id), not this machine's cache folder, and every file is readable by all (as the
+    umask allows; safetensors writes private files)."""
+    adapter_config = model_dir / "adapter_config.json"
+    if adapter_config.is_file():
+        values = json.loads(adapter_config.read_text())
+        values["base_model_name_or_path"] = reference
+        adapter_config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in model_dir.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -475,6 +547,15 @@ def _write_json(path: Path, value: Any) -> None:
 def _plugin_record(run: RunContext, family: str, name: str) -> dict:
     info = run.engine.host.plugin_of(family, name)
     return {"name": name, "plugin": info.name, "distribution": info.distribution, "version": info.version}
+
+
+def model_fingerprint(run: RunContext) -> str | None:
+    """The base model's content fingerprint (see :func:`tunery.models.fingerprint`)."""
+    if run.model_source is None:
+        return None
+    from .models import fingerprint
+
+    return fingerprint(run.model_source.path, str(run.engine.cache_dir))
 
 
 def manifest(run: RunContext) -> dict:
@@ -501,6 +582,7 @@ def manifest(run: RunContext) -> dict:
         "seed": config.seed,
         "config_sha256": config.digest(),
         "model": dataclasses.asdict(run.model_source) if run.model_source else None,
+        "model_fingerprint": model_fingerprint(run),
         "task": {"data": run.data_task, "model": run.model_task, "num_labels": run.num_labels,
                  "labels": run.label_names},
         "output": run.method.output(config.method.options),

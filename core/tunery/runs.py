@@ -71,6 +71,7 @@ def _load_run(engine: Engine, path: Path, quantize: bool = True) -> LoadedModel:
                            label_names=labels, num_labels=task.get("num_labels"), pad_token_id=tokenizer.pad_token_id)
     else:
         run.model_source = engine.resolve_model(config.model)
+        _check_fingerprint(engine, run.model_source, manifest.get("model_fingerprint"), path)
         keep = list(HEAD_MODULES) + method.fully_trained_modules(config.method.options, run)
         base = load_model(
             run.model_source, task["model"], label_names=labels, num_labels=task.get("num_labels"),
@@ -82,6 +83,18 @@ def _load_run(engine: Engine, path: Path, quantize: bool = True) -> LoadedModel:
         model = method.load(base, str(model_dir), config.method.options)
     model.eval()
     return LoadedModel(model, tokenizer, task["model"], config, manifest, task.get("labels"))
+
+
+def _check_fingerprint(engine: Engine, source: ResolvedModel, recorded: str | None, path: Path) -> None:
+    """Warn when the base model found here is not the one the run's adapter was trained on."""
+    import logging
+
+    from .models import fingerprint
+
+    if recorded and fingerprint(source.path, str(engine.cache_dir)) != recorded:
+        logging.getLogger("tunery").warning(
+            "the base model '%s' found here (%s) differs from the one run '%s' was trained on (its "
+            "manifest's model_fingerprint); the adapter may not work as it did", source.reference, source.path, path)
 
 
 def check_can_generate(engine: Engine, target: str) -> None:

@@ -121,9 +121,19 @@ def convert_gguf(gguf_path: str, out_dir: str) -> None:
     """Load ``gguf_path`` with transformers (dequantised) and save it as a plain model folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from tunery import track
+
     folder, name = os.path.split(os.path.abspath(gguf_path))
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    bar = gguf_utils.tqdm  # transformers' own bar is one long line in a log file: show tunery's progress
+    gguf_utils.tqdm = lambda items, **_: track(items, len(items), "de-quantising the gguf tensors")
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    finally:
+        gguf_utils.tqdm = bar
+    log.info("saving the converted model")
     config = loaded.config
     # The loaded model is marked gguf-quantized, and save_pretrained refuses it: rebuild a
     # plain model from a config without the quantization markers and copy the weights over.
