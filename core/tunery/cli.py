@@ -225,8 +225,8 @@ def train(ctx, config, data, overrides, overwrite, resume, force_resume, verbose
     result = engine.train(run_config)
     _print_samples(result.samples)
     train_metrics = result.metrics["train"]
-    click.echo(f"trained {train_metrics['steps']} steps in {train_metrics['seconds']} s, final loss "
-               f"{train_metrics['loss']}, {train_metrics['tokens_per_s']} tokens/s")
+    click.echo(f"trained {train_metrics['steps']} steps in {train_metrics['seconds']:.1f} s, final loss "
+               f"{_fmt(train_metrics['loss'])}, {train_metrics['tokens_per_s']:.0f} tokens/s")
     for phase in ("before", "after"):
         if result.metrics.get(phase):
             click.echo(f"{phase:>6}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.metrics[phase].items()

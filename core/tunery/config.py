@@ -120,6 +120,31 @@ class EarlyStoppingConfig:
         return not self.metric.rsplit("/", 1)[-1].endswith(("loss", "perplexity"))
 
 
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+@dataclasses.dataclass
+class ModelLoadingConfig:
+    """How the base model's weights are loaded (``from_pretrained``'s attn_implementation and dtype)."""
+
+    attn_implementation: str | None = None  # None: transformers' choice (sdpa where it can); eager, flash_attention_2, ...
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"  # auto: as stored in the checkpoint
+
+    def validate(self, where: str) -> None:
+        import importlib.util
+
+        if self.attn_implementation is None:
+            return
+        if self.attn_implementation not in ATTENTION:
+            raise ConfigError(f"config key '{where}.attn_implementation' must be one of {', '.join(ATTENTION)}, "
+                              f"got {self.attn_implementation!r}{closest(self.attn_implementation, ATTENTION)}")
+        package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}.get(
+            self.attn_implementation)
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"config key '{where}.attn_implementation={self.attn_implementation}' needs the "
+                              f"{package} package (and a CUDA GPU): pip install flash-attn, or use sdpa")
+
+
 @dataclasses.dataclass
 class GenerationConfig:
     """Prompts answered before and after training, so the change is visible."""
@@ -162,6 +187,7 @@ class RunConfig:
     resume: str | None = None  # "auto" (newest complete checkpoint of the run folder) or a checkpoint folder
     resume_force: bool = False  # resume even though the config, data or plugins changed
     early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
+    model_loading: ModelLoadingConfig = dataclasses.field(default_factory=ModelLoadingConfig)
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {}
@@ -190,7 +216,7 @@ SIMPLE = {
     "resume": str | None, "resume_force": bool,
 }
 NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig,
-          "early_stopping": EarlyStoppingConfig}
+          "early_stopping": EarlyStoppingConfig, "model_loading": ModelLoadingConfig}
 TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | set(LISTS)
 
 

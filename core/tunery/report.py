@@ -58,6 +58,17 @@ def loss_curves(records: list[dict], metrics: dict) -> tuple[list[tuple], list[t
     return train, evals
 
 
+def smooth(values: list[float], weight: float = 0.6) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average with its start-up bias removed
+    (the first points are not pulled towards zero)."""
+    out, last, scale = [], 0.0, 0.0
+    for value in values:
+        last = last * weight + (1 - weight) * value
+        scale = scale * weight + (1 - weight)
+        out.append(last / scale)
+    return out
+
+
 def plot_loss(records: list[dict], metrics: dict, path: Path) -> bool:
     """Draw train and eval loss against step into ``path`` (PNG); False when there is nothing to draw."""
     train, evals = loss_curves(records, metrics)
@@ -74,7 +85,11 @@ def plot_loss(records: list[dict], metrics: dict, path: Path) -> bool:
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
     if train:
-        ax.plot(*zip(*train), label="train loss", color="tab:blue", linewidth=1.5)
+        steps, losses = zip(*train)
+        weight = 0.6 if len(train) < 50 else 0.9  # short runs: less smoothing
+        ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=1, label="train loss (per step)")
+        ax.plot(steps, smooth(list(losses), weight), color="tab:blue", linewidth=2,
+                label=f"train loss (smoothed, EMA {weight})")
     if evals:
         ax.plot(*zip(*evals), label="eval loss", color="tab:orange", marker="o", linewidth=1.5)
     ax.set_xlabel("step")

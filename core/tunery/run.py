@@ -26,7 +26,7 @@ from .context import RunContext, RunResult
 from .distributed import is_main_process, sum_across_processes
 from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
 from .evaluation import best_checkpoint, check_early_stopping
-from .loading import load_model, load_tokenizer
+from .loading import load_model, load_tokenizer, loading_kwargs
 from .packing import can_pack, pack, packing_enabled
 from .peft_support import trainable_summary
 from .report import write_reports
@@ -378,6 +378,9 @@ def _train(run: RunContext, args: Any) -> RunResult:
     _finish_metrics(run, trainer, output, metrics, evaluation)
     if is_main_process():
         write_outputs(run, model_dir, metrics, samples)
+        checkpoints = run.output_dir / "checkpoints"
+        if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+            checkpoints.rmdir()  # no checkpoint was saved: no empty folder left behind
     return RunResult(run.output_dir, model_dir, metrics, samples, model)
 
 
@@ -394,7 +397,8 @@ def load_base_model(run: RunContext) -> Any:
     model = load_model(
         run.model_source, run.model_task, label_names=run.label_names if run.num_labels is None else None,
         num_labels=run.num_labels, pad_token_id=run.tokenizer.pad_token_id,
-        extra=quantizer.load_kwargs(config.quantizer.options, keep, run), trust_remote_code=config.trust_remote_code,
+        extra={**loading_kwargs(config.model_loading), **quantizer.load_kwargs(config.quantizer.options, keep, run)},
+        trust_remote_code=config.trust_remote_code,
     )
     model = quantizer.after_load(model, config.quantizer.options)
     log.info("weights loaded in %.1f s", time.perf_counter() - started)

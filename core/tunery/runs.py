@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, IncompatibleError
-from .loading import load_model, load_tokenizer
+from .loading import load_model, load_tokenizer, loading_kwargs
 from .models import ResolvedModel
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,7 +68,8 @@ def _load_run(engine: Engine, path: Path, quantize: bool = True) -> LoadedModel:
     labels = task.get("labels") if task.get("num_labels") is None else None
     if manifest["output"] == "model":
         model = load_model(ResolvedModel(str(path), str(model_dir), "run folder"), task["model"],
-                           label_names=labels, num_labels=task.get("num_labels"), pad_token_id=tokenizer.pad_token_id)
+                           label_names=labels, num_labels=task.get("num_labels"), pad_token_id=tokenizer.pad_token_id,
+                           extra=loading_kwargs(config.model_loading))
     else:
         run.model_source = engine.resolve_model(config.model)
         _check_fingerprint(engine, run.model_source, manifest.get("model_fingerprint"), path)
@@ -76,7 +77,8 @@ def _load_run(engine: Engine, path: Path, quantize: bool = True) -> LoadedModel:
         base = load_model(
             run.model_source, task["model"], label_names=labels, num_labels=task.get("num_labels"),
             pad_token_id=tokenizer.pad_token_id,
-            extra=run.quantizer.load_kwargs(config.quantizer.options, keep, run) if quantize else None,
+            extra={**loading_kwargs(config.model_loading),
+                   **(run.quantizer.load_kwargs(config.quantizer.options, keep, run) if quantize else {})},
         )
         if quantize:
             base = run.quantizer.after_load(base, config.quantizer.options)
