@@ -246,6 +246,11 @@ def load_raw(source: Mapping[str, Any] | str | os.PathLike) -> dict:
             elif isinstance(data.get(key), list):
                 data[key] = [_relative(p, base, f"data.{key}[{i}]", path) if isinstance(p, str) else p
                              for i, p in enumerate(data[key])]
+    extra = (raw.get("training") or {}).get("extra") if isinstance(raw.get("training"), dict) else None
+    if isinstance(extra, dict):  # launch files (DeepSpeed, FSDP) too: relative to the config file
+        for key in ("deepspeed", "fsdp_config"):
+            if isinstance(extra.get(key), str) and extra[key].endswith(".json"):
+                extra[key] = _relative(extra[key], base, f"training.extra.{key}", path)
     return raw
 
 
