@@ -150,6 +150,7 @@ class GenerationConfig:
     """Prompts answered before and after training, so the change is visible."""
 
     prompts: list[str] = dataclasses.field(default_factory=list)
+    from_eval: int = 2  # without prompts: answer the prompts of the first N evaluation examples (0: none)
     max_new_tokens: int = 64
     chat: bool | None = None  # None: use the chat template when the tokenizer has one
     temperature: float = 0.0

@@ -273,19 +273,39 @@ def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str, step
     return metrics
 
 
-def sample_generations(run: RunContext, model: Any, phase: str = "") -> list[dict]:
-    """Answers to ``generation.prompts`` (causal LMs only)."""
+def sample_generations(run: RunContext, model: Any, phase: str = "", examples: list[dict] = ()) -> list[dict]:
+    """Answers to ``generation.prompts`` (causal LMs only); without prompts, to the prompts of
+    the first ``generation.from_eval`` evaluation ``examples`` (rendered already: no chat template)."""
     gen = run.config.generation
-    if not gen.prompts or not run.can_generate:
+    if not run.can_generate or run.model_task != "causal_lm":
+        return []
+    prompts, chat = gen.prompts, gen.chat
+    if not prompts:
+        prompts, chat = held_out_prompts(run, examples, gen.from_eval), False
+    if not prompts:
         return []
     from .generation import generate
 
-    log.info("generating answers to %d prompt(s)%s (up to %d new tokens each)", len(gen.prompts),
+    log.info("generating answers to %d prompt(s)%s (up to %d new tokens each)", len(prompts),
              f" {phase} training" if phase else "", gen.max_new_tokens)
+    outputs = generate(model, run.tokenizer, prompts, max_new_tokens=gen.max_new_tokens,
+                       chat=chat, temperature=gen.temperature)
+    return [{"prompt": p, "output": o} for p, o in zip(prompts, outputs)]
 
-    outputs = generate(model, run.tokenizer, gen.prompts, max_new_tokens=gen.max_new_tokens,
-                       chat=gen.chat, temperature=gen.temperature)
-    return [{"prompt": p, "output": o} for p, o in zip(gen.prompts, outputs)]
+
+def held_out_prompts(run: RunContext, examples: list[dict], n: int) -> list[str]:
+    """The text before the first trained token of the first ``n`` causal-LM ``examples``."""
+    prompts = []
+    for example in examples:
+        if len(prompts) >= n:
+            break
+        ids, labels = example.get("input_ids"), example.get("labels")
+        if not isinstance(labels, list) or not ids:
+            continue
+        first = next((i for i, label in enumerate(labels) if label != -100), 0)
+        if first:
+            prompts.append(run.tokenizer.decode(ids[:first]))
+    return prompts
 
 
 # ----------------------------------------------------------------------------- the run
@@ -359,7 +379,7 @@ def _train(run: RunContext, args: Any) -> RunResult:
     trainer.tunery_manifest = state
     model = trainer.model
     before = evaluate(run, model, evaluation, "before")
-    samples = {"before": sample_generations(run, model, "before")}
+    samples = {"before": sample_generations(run, model, "before", evaluation)}
     output = fit(run, trainer, checkpoint)
     # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
     # measured like "before" and the returned model matches what was saved.
@@ -368,7 +388,7 @@ def _train(run: RunContext, args: Any) -> RunResult:
     if is_main_process():
         save_result(run, model, model_dir)
     after = evaluate(run, model, evaluation, "after")
-    samples["after"] = sample_generations(run, model, "after")
+    samples["after"] = sample_generations(run, model, "after", evaluation)
     from .memory import peak_rss_gib
 
     metrics = {"train": train_metrics(trainer, output, len(train)), "parameters": parameters,
