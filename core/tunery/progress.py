@@ -44,7 +44,7 @@ class Progress(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
-        elif state.global_step == 1 and args.logging_steps > 1 and state.is_world_process_zero:
+        elif state.global_step == 1 and getattr(args, "logging_steps", 1) > 1 and state.is_world_process_zero:
             log.info("step 1/%s done in %s (a line every %s steps from here)", state.max_steps,
                      _duration(time.perf_counter() - self.start), args.logging_steps)
 
