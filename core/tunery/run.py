@@ -26,7 +26,7 @@ from .context import RunContext, RunResult
 from .distributed import is_main_process, sum_across_processes
 from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
 from .evaluation import best_checkpoint, check_early_stopping
-from .loading import load_model, load_tokenizer, loading_kwargs
+from .loading import HEAD_MODULES, load_model, load_tokenizer, loading_kwargs
 from .packing import can_pack, pack, packing_enabled
 from .peft_support import trainable_summary
 from .report import write_reports
@@ -38,7 +38,6 @@ log = logging.getLogger("tunery")
 
 RUN_FILES = ("adapter", "model", "checkpoints", "metrics.json", "train_log.jsonl", "config.yaml",
              "manifest.json", "samples.json", "bad_rows.json", "report.md", "loss.png", "evaluations", "tensorboard")
-HEAD_MODULES = ("classifier", "score", "lm_head")  # never quantized: heads are trained or tied
 
 
 # ----------------------------------------------------------------------------- checks
