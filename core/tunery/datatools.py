@@ -242,10 +242,10 @@ def check_config(engine: Engine, config: Any, specs: list[str] = ()) -> dict[str
     """Format the data of a run's ``config`` (or ``specs`` instead of its training data) exactly as
     that run will: its model's tokenizer, format options, data.max_length and data.truncation.
     Returns ``{"train": ..., "eval": ...}`` (eval only when the config has evaluation data)."""
+    from .context import RunContext
     from .loading import load_tokenizer
-    from .run import new_context
 
-    run = new_context(engine, config)
+    run = RunContext.create(engine, config)
     run.tokenizer = load_tokenizer(engine.resolve_model(config.model), config.trust_remote_code)
     rows, files, problems = read_split(run, list(specs) or config.data.train, "train")
     run.label_names = label_names(run, rows)
