@@ -188,3 +188,18 @@ def test_too_long_rows_name_the_length_keys():
     text = problems_message([Problem(Source("a.json", 3, None), "too long", "600 tokens > data.max_length 512")],
                             "training")
     assert "raise data.max_length, or set data.truncation=right" in text.splitlines()[-1]
+
+
+def test_a_long_phase_keeps_the_log_alive(caplog):
+    import time
+
+    from tunery import phase
+
+    with caplog.at_level(logging.INFO, logger="tunery"):
+        with phase("converting", every=0.05):
+            time.sleep(0.3)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "converting" and any(line.startswith("still converting (0:00)") for line in lines[1:])
+    count = len(caplog.records)
+    time.sleep(0.2)
+    assert len(caplog.records) == count  # quiet once the phase is over

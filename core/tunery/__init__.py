@@ -43,7 +43,7 @@ _LAZY = {
     # generation and run folders
     "generate": "generation", "complete": "generation", "is_run_dir": "runs",
     # command-line plugins
-    "command_engine": "cli", "setup_logging": "cli", "track": "progress",
+    "command_engine": "cli", "setup_logging": "cli", "track": "phases", "phase": "phases",
 }
 
 __all__ = [

@@ -364,7 +364,7 @@ def format_rows(rows: list[Row], formatter, options, tokenizer, run, problems: l
     ``what`` (e.g. "tokenising the training data"), progress is shown."""
     token = _NOTES.set(collections.Counter() if notes is None else notes)
     if what and rows:
-        from .progress import track
+        from .phases import track
 
         rows = track(rows, len(rows), what)
     try:

@@ -7,11 +7,12 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 from transformers import TrainerCallback
 
 from .errors import ConfigError
+from .phases import _duration
 
 log = logging.getLogger("tunery")
 
@@ -72,36 +73,8 @@ class Progress(TrainerCallback):
             self.bar = self.redirect = None
 
 
-def track(items: Iterable, total: int, what: str, stream: Any = None, every: float = 10.0) -> Iterator:
-    """Yield ``items`` while showing progress: a tqdm bar on a terminal, otherwise a log line
-    when it starts, then at most one every ``every`` seconds, and one at the end."""
-    stream = stream or sys.stderr
-    if stream.isatty():
-        from tqdm.std import tqdm
-
-        yield from tqdm(items, total=total, desc=what, file=stream, leave=False, dynamic_ncols=True)
-        return
-    started = last = time.perf_counter()
-    log.info("%s: %d to go", what, total)
-    done = 0
-    for done, item in enumerate(items, 1):
-        yield item
-        now = time.perf_counter()
-        if now - last >= every and done < total:
-            last = now
-            log.info("%s: %d/%d, eta %s", what, done, total, _duration((now - started) / done * (total - done)))
-    if time.perf_counter() - started >= every:
-        log.info("%s: %d done in %s", what, done, _duration(time.perf_counter() - started))
-
-
 def _fields(logs: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def check_trackers(names: list[str]) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import data as datapipe
+from . import phases
 from .config import RunConfig, dump_yaml
 from .context import RunContext, RunResult
 from .distributed import is_main_process, sum_across_processes
@@ -257,9 +258,11 @@ def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str, step
     from .evaluation import details_json, flat_metrics, run_evaluators
 
     if examples and run.config.evaluators and phase != "during":
-        log.info("evaluating %s training: %s on %d example(s)", phase,
-                 ", ".join(c.name for c in run.config.evaluators), len(examples))
-    results = run_evaluators(run, model, examples)
+        with phases.phase(f"evaluating {phase} training: {', '.join(c.name for c in run.config.evaluators)} "
+                       f"on {len(examples)} example(s)"):
+            results = run_evaluators(run, model, examples)
+    else:
+        results = run_evaluators(run, model, examples)
     if not results:
         return {}
     metrics = flat_metrics(results)
@@ -285,10 +288,10 @@ def sample_generations(run: RunContext, model: Any, phase: str = "", examples: l
         return []
     from .generation import generate
 
-    log.info("generating answers to %d prompt(s)%s (up to %d new tokens each)", len(prompts),
-             f" {phase} training" if phase else "", gen.max_new_tokens)
-    outputs = generate(model, run.tokenizer, prompts, max_new_tokens=gen.max_new_tokens,
-                       chat=chat, temperature=gen.temperature)
+    with phases.phase(f"generating answers to {len(prompts)} prompt(s){f' {phase} training' if phase else ''} "
+                   f"(up to {gen.max_new_tokens} new tokens each)"):
+        outputs = generate(model, run.tokenizer, prompts, max_new_tokens=gen.max_new_tokens,
+                           chat=chat, temperature=gen.temperature)
     return [{"prompt": p, "output": o} for p, o in zip(prompts, outputs)]
 
 
@@ -324,8 +327,9 @@ def new_context(engine: Engine, config: RunConfig) -> RunContext:
 def execute(engine: Engine, config: RunConfig) -> RunResult:
     """Run ``config`` to the end and return its result; lifecycle hooks see every phase."""
     run = new_context(engine, config)
-    check_compatibility(run)
-    args = _training_arguments(run)
+    with phases.phase("checking the run: plugins, data files, training settings"):
+        check_compatibility(run)
+        args = _training_arguments(run)
     if is_main_process():  # under torchrun / accelerate launch, the other processes write nothing
         run.output_dir = prepare_output_dir(config)
         (run.output_dir / "config.yaml").write_text(dump_yaml(config))
@@ -348,10 +352,10 @@ def _training_arguments(run: RunContext) -> Any:
 def _train(run: RunContext, args: Any) -> RunResult:
     started = time.perf_counter()
     config = run.config
-    log.info("resolving the model %s", config.model)
-    run.model_source = run.engine.resolve_model(config.model)
-    log.info("model: %s (%s)", run.model_source.path, run.model_source.origin)
-    run.tokenizer = load_tokenizer(run.model_source, config.trust_remote_code)
+    with phases.phase(f"resolving the model {config.model}"):
+        run.model_source = run.engine.resolve_model(config.model)
+        log.info("model: %s (%s)", run.model_source.path, run.model_source.origin)
+        run.tokenizer = load_tokenizer(run.model_source, config.trust_remote_code)
     train, evaluation, data_summary = build_data(run)
     state = {**manifest(run), "config": config.to_dict(), "plugins_loaded": _plugins_loaded(run)}
     from .checkpoints import resume_point
@@ -411,15 +415,15 @@ def load_base_model(run: RunContext) -> Any:
     keep = list(HEAD_MODULES) + run.method.fully_trained_modules(config.method.options, run)
     set_seed(config.seed)
     started = time.perf_counter()
-    log.info("loading the weights (%s head%s)", run.model_task,
-             f", quantizer {quantizer.name}" if quantizer.quantizes else "")
-    model = load_model(
-        run.model_source, run.model_task, label_names=run.label_names if run.num_labels is None else None,
-        num_labels=run.num_labels, pad_token_id=run.tokenizer.pad_token_id,
-        extra={**loading_kwargs(config.model_loading), **quantizer.load_kwargs(config.quantizer.options, keep, run)},
-        trust_remote_code=config.trust_remote_code,
-    )
-    model = quantizer.after_load(model, config.quantizer.options)
+    with phases.phase(f"loading the weights ({run.model_task} head"
+               f"{f', quantizer {quantizer.name}' if quantizer.quantizes else ''})"):
+        model = load_model(
+            run.model_source, run.model_task, label_names=run.label_names if run.num_labels is None else None,
+            num_labels=run.num_labels, pad_token_id=run.tokenizer.pad_token_id,
+            extra={**loading_kwargs(config.model_loading), **quantizer.load_kwargs(config.quantizer.options, keep, run)},
+            trust_remote_code=config.trust_remote_code,
+        )
+        model = quantizer.after_load(model, config.quantizer.options)
     log.info("weights loaded in %.1f s", time.perf_counter() - started)
     return model
 
@@ -469,7 +473,7 @@ def fit(run: RunContext, trainer: Any, checkpoint: Path | None) -> Any:
              trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps,
              f", resuming from {checkpoint}" if checkpoint else "")
     try:
-        with stopper.installed():
+        with stopper.installed(), phases.phase("training"):
             output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
         raise
@@ -516,11 +520,12 @@ def _finish_metrics(run: RunContext, trainer: Any, output: Any, metrics: dict, e
 
 def write_outputs(run: RunContext, model_dir: Path, metrics: dict, samples: dict) -> None:
     """metrics.json, samples.json, manifest.json and the reports."""
-    _write_json(run.output_dir / "metrics.json", metrics)
-    if samples["before"] or samples["after"]:
-        _write_json(run.output_dir / "samples.json", samples)
-    _write_json(run.output_dir / "manifest.json", manifest(run))
-    write_reports(run, model_dir, metrics, samples)
+    with phases.phase("writing metrics.json, report.md, loss.png and the model card"):
+        _write_json(run.output_dir / "metrics.json", metrics)
+        if samples["before"] or samples["after"]:
+            _write_json(run.output_dir / "samples.json", samples)
+        _write_json(run.output_dir / "manifest.json", manifest(run))
+        write_reports(run, model_dir, metrics, samples)
 
 
 def _plugins_loaded(run: RunContext) -> dict[str, str]:
@@ -535,10 +540,10 @@ def _last_loss(trainer) -> float | None:
 
 def save_result(run: RunContext, model: Any, model_dir: Path) -> None:
     """Save the adapter or model, the tokenizer and the label map into ``model_dir``."""
-    log.info("saving the %s to %s", model_dir.name, model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    run.method.save(model, str(model_dir), run.config.method.options, run)
-    run.tokenizer.save_pretrained(str(model_dir))
+    with phases.phase(f"saving the {model_dir.name} to {model_dir}"):
+        model_dir.mkdir(parents=True, exist_ok=True)
+        run.method.save(model, str(model_dir), run.config.method.options, run)
+        run.tokenizer.save_pretrained(str(model_dir))
     if run.label_names:
         _write_json(model_dir / "labels.json", run.label_names)
     portable(model_dir, run.config.model)

@@ -21,6 +21,8 @@ import tempfile
 import time
 from typing import Callable
 
+from tunery import phase, track
+
 log = logging.getLogger("tunery.models")
 
 MARKER = "tunery-gguf.json"  # written last; its presence means the folder is complete
@@ -94,7 +96,8 @@ def cached_conversion(gguf_path: str, cache_dir: str, converter: Converter | Non
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
         log.warning("converting %s to a transformers folder (once; cached in %s)", gguf_path, target)
         started = time.time()
-        converter(gguf_path, tmp)
+        with phase("converting the gguf file (tokenizer, then the weights)"):
+            converter(gguf_path, tmp)
         for name in os.listdir(tmp):  # some writers (safetensors) leave files private
             os.chmod(os.path.join(tmp, name), 0o755 if os.path.isdir(os.path.join(tmp, name)) else 0o644)
         marker = {
@@ -122,8 +125,6 @@ def convert_gguf(gguf_path: str, out_dir: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
-
-    from tunery import track
 
     folder, name = os.path.split(os.path.abspath(gguf_path))
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
