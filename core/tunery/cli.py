@@ -383,7 +383,7 @@ evaluators: [loss]      # measured before and after training; also classificatio
 
 training:
   epochs: 3
-  learning_rate: 2.0e-4
+  # learning_rate: 2.0e-4   # unset: the method's default (lora 2e-4, full 2e-5, prompt 1e-2: docs/learning-rates.md)
   batch_size: 4
   grad_accum: 1
   eval_steps: null      # also evaluate every N steps (needed by early_stopping)
