@@ -12,7 +12,7 @@ import time
 from typing import Any, Iterable, Iterator
 
 log = logging.getLogger("tunery")
-EVERY = 10.0  # seconds between "still ..." lines
+EVERY = 8.0  # seconds of silence before a "still ..." line: a log line at least every 10 s, even on a busy machine
 
 
 class _LastLine(logging.Filter):
