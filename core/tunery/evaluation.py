@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from .collate import IGNORE_INDEX
 from .errors import ConfigError
 from .members import EvalResult
+from .membercalls import member_call
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import RunConfig
@@ -39,7 +40,7 @@ def run_evaluators(run: RunContext, model: Any, examples: list[dict]) -> dict[st
     try:
         with torch.no_grad():
             for choice, evaluator in chosen:
-                result = evaluator.evaluate(model, examples, choice.options, run)
+                result = member_call(run, "evaluator", "evaluate", model, examples, choice.options, run, member=evaluator)
                 results[choice.name] = result if isinstance(result, EvalResult) else EvalResult(dict(result))
     finally:
         model.train(was_training)
