@@ -598,7 +598,7 @@ def _plugin_record(run: RunContext, family: str, name: str) -> dict:
     return {"name": name, "plugin": info.name, "distribution": info.distribution, "version": info.version}
 
 
-def model_fingerprint(run: RunContext) -> str | None:
+def base_fingerprint(run: RunContext) -> str | None:
     """The base model's content fingerprint (see :func:`tunery.models.fingerprint`)."""
     if run.model_source is None:
         return None
@@ -633,7 +633,7 @@ def manifest(run: RunContext) -> dict:
         "seed": config.seed,
         "config_sha256": config.digest(),
         "model": dataclasses.asdict(run.model_source) if run.model_source else None,
-        "model_fingerprint": model_fingerprint(run),
+        "model_fingerprint": base_fingerprint(run),
         "task": {"data": run.data_task, "model": run.model_task, "num_labels": run.num_labels,
                  "labels": run.label_names},
         "output": run.method.output(config.method.options),
