@@ -25,6 +25,7 @@ from .config import RunConfig, dump_yaml
 from .context import RunContext, RunResult
 from .distributed import is_main_process
 from .errors import DataError, IncompatibleError, Interrupted, TrainingError
+from .baseline import check_few_shot, few_shot_baseline
 from .evaluation import best_checkpoint, check_early_stopping
 from .loading import HEAD_MODULES, load_model, load_tokenizer, loading_kwargs
 from .packing import can_pack, pack, packing_enabled
@@ -98,6 +99,7 @@ def check_compatibility(run: RunContext) -> None:
                 f"from formatter '{formatter.name}'; it handles: {', '.join(sorted(evaluator.tasks))}"
             )
     check_early_stopping(config)
+    check_few_shot(config.few_shot, run.data_task)
     if config.training.report_to:
         from .progress import check_trackers
 
@@ -367,6 +369,7 @@ def _train(run: RunContext, args: Any) -> RunResult:
     resume_counters(run, trainer, checkpoint)
     model = trainer.model
     before = evaluate(run, model, evaluation, "before")
+    few_shot = few_shot_baseline(run, model, train, evaluation)
     samples = {"before": sample_generations(run, model, "before", evaluation)}
     output = fit(run, trainer, checkpoint)
     # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
@@ -383,6 +386,8 @@ def _train(run: RunContext, args: Any) -> RunResult:
                "before": before, "after": after, "data": data_summary,
                "memory": {"expected_gib": expected_memory, "peak_rss_gib": peak_rss_gib()},
                "wall_seconds": round(time.perf_counter() - started, 3)}
+    if few_shot:
+        metrics["few_shot"] = few_shot
     _finish_metrics(run, trainer, output, metrics, evaluation)
     if is_main_process():
         write_outputs(run, model_dir, metrics, samples)
