@@ -46,7 +46,7 @@ _LAZY = {
     # generation and run folders
     "generate": "generation", "complete": "generation", "is_run_dir": "runs",
     # command-line plugins
-    "command_engine": "cli", "setup_logging": "cli",
+    "command_engine": "cli", "setup_logging": "cli", "track": "phases", "phase": "phases",
 }
 
 __all__ = [

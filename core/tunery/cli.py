@@ -228,8 +228,8 @@ def train(ctx, config, data, overrides, overwrite, resume, force_resume, verbose
     result = engine.train(run_config)
     _print_samples(result.samples)
     train_metrics = result.metrics["train"]
-    click.echo(f"trained {train_metrics['steps']} steps in {train_metrics['seconds']} s, final loss "
-               f"{train_metrics['loss']}, {train_metrics['tokens_per_s']} tokens/s")
+    click.echo(f"trained {train_metrics['steps']} steps in {train_metrics['seconds']:.1f} s, final loss "
+               f"{_fmt(train_metrics['loss'])}, {train_metrics['tokens_per_s']:.0f} tokens/s")
     for phase in ("before", "after"):
         if result.metrics.get(phase):
             click.echo(f"{phase:>6}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.metrics[phase].items()
@@ -285,23 +285,54 @@ def _data_options(fn):
 
 
 @data.command()
-@click.argument("paths", nargs=-1, required=True)
-@_data_options
-@click.option("--model", help="Tokenize with this model's tokenizer (default: a small built-in one).")
-@click.option("--truncation", type=click.Choice(["error", "right", "left", "drop"]), default="error",
-              show_default=True, help="What a row longer than --max-length is.")
+@click.argument("paths", nargs=-1)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="The run's config file: check with its model's tokenizer, format options, max_length and "
+                   "truncation, as training will (PATHS default to its data; a first PATH ending .yaml works too).")
+@click.option("--format", "format_name", help="Data formatter plugin (required without a config).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="With a config: any config key (data.max_length=1024); without: a formatter option "
+                   "(train_on=last_assistant). Repeatable.")
+@click.option("--max-length", type=int, help="Token limit (default: the config's, 512 with --model, none otherwise).")
+@click.option("--model", help="Tokenize with this model's tokenizer (default: the config's model, else a small built-in one).")
+@click.option("--truncation", type=click.Choice(["error", "right", "left", "drop"]),
+              help="What a row longer than the limit is (default: as training, right; left for preference pairs).")
 @click.pass_context
-def check(ctx, paths, format_name, overrides, max_length, model, truncation) -> None:
-    """List every bad row of PATHS (files, folders, globs, hub names) with its file, line or row
-    and reason, then the count per reason. Exit code 5 when any row is bad."""
-    from .datatools import check as check_data, check_report
+def check(ctx, paths, config_file, format_name, overrides, max_length, model, truncation) -> None:
+    """List every bad row of PATHS (files, folders, globs, hub names), or of a run's data (CONFIG),
+    with its file, line or row and reason, then the count per reason. Exit code 5 when any row is bad."""
+    from .datatools import check as check_data, check_config, check_report
     from .errors import DataError
 
-    result = check_data(get_engine(ctx), format_name, list(paths), options=_format_options(overrides),
-                        model=model, max_length=max_length, truncation=truncation)
-    for line in check_report(result):
-        click.echo(line)
-    if result.problems:
+    if not config_file and paths and paths[0].endswith((".yaml", ".yml")):
+        config_file, paths = paths[0], paths[1:]
+    engine = get_engine(ctx)
+    if config_file:
+        from .config import load_raw
+
+        sets = [f"{key}={json.dumps(value)}" for key, value in (
+            ("model", model), ("format.name", format_name), ("data.max_length", max_length),
+            ("data.truncation", truncation)) if value is not None]
+        results = check_config(engine, engine.config(load_raw(config_file), [*sets, *overrides]), list(paths))
+    else:
+        if not format_name:
+            raise click.UsageError("give the run's CONFIG file, or --format (and PATHS)")
+        if not paths:
+            raise click.UsageError("give the data PATHS to check, or the run's CONFIG file")
+        results = {"": check_data(engine, format_name, list(paths), options=_format_options(overrides),
+                                  model=model, max_length=max_length, truncation=truncation)}
+    bad = False
+    for split, result in results.items():
+        if split and len(results) > 1:
+            click.echo(f"{split} data:")
+        for line in check_report(result):
+            click.echo(line)
+        bad = bad or bool(result.problems)
+    if not config_file and not model:
+        click.echo("not checked: token lengths and masking with the run's tokenizer and data.max_length (a small "
+                   "built-in tokenizer was used, with no length limit); pass the run's config "
+                   "(tunery data check CONFIG) or --model to check what training will see")
+    if bad:
         ctx.exit(DataError.exit_code)
 
 
@@ -355,7 +386,7 @@ evaluators: [loss]      # measured before and after training; also classificatio
 
 training:
   epochs: 3
-  learning_rate: 2.0e-4
+  # learning_rate: 2.0e-4   # unset: the method's default (lora 2e-4, full 2e-5, prompt 1e-2: docs/learning-rates.md)
   batch_size: 4
   grad_accum: 1
   eval_steps: null      # also evaluate every N steps (needed by early_stopping)

@@ -363,11 +363,16 @@ def note(what: str) -> None:
 
 
 def format_rows(rows: list[Row], formatter, options, tokenizer, run, problems: list[Problem],
-                notes: collections.Counter | None = None) -> tuple[list[dict], int, int]:
+                notes: collections.Counter | None = None, what: str | None = None) -> tuple[list[dict], int, int]:
     """Examples for ``rows``, the number truncated and the number dropped as too long
     (``data.truncation=drop``); bad rows (including those left with nothing to learn) go to
-    ``problems``, the counts of what the formatter noted (:func:`note`) to ``notes``."""
+    ``problems``, the counts of what the formatter noted (:func:`note`) to ``notes``. With
+    ``what`` (e.g. "tokenising the training data"), progress is shown."""
     token = _NOTES.set(collections.Counter() if notes is None else notes)
+    if what and rows:
+        from .phases import track
+
+        rows = track(rows, len(rows), what)
     try:
         return _format_rows(rows, formatter, options, tokenizer, run, problems)
     finally:
@@ -388,7 +393,16 @@ def _format_rows(rows, formatter, options, tokenizer, run, problems):
             for example in produced:
                 example, cut = fit_length(example, data.max_length, data.truncation)
                 truncated += cut
-                check_trainable(example, formatter.task)
+                try:
+                    check_trainable(example, formatter.task)
+                except RowError as exc:
+                    if not cut:
+                        raise
+                    keeps = "start" if data.truncation == "right" else "end"
+                    other = "left" if data.truncation == "right" else "right"
+                    raise RowError(exc.reason, f"data.max_length={data.max_length} with data.truncation="
+                                   f"{data.truncation} (keeps the {keeps}) cut off every trained token; set "
+                                   f"data.truncation={other} or raise data.max_length") from None
                 fitted.append(example)
         except RowError as exc:
             if exc.reason == "too long" and data.truncation == "drop":
@@ -443,5 +457,14 @@ def problems_message(problems: list[Problem], what: str, shown: int = 20) -> str
     lines += [f"  {p}" for p in problems[:shown]]
     if len(problems) > shown:
         lines.append(f"  ... and {len(problems) - shown} more (`tunery data check` lists them all)")
-    lines.append("Fix these rows, or set data.on_bad_row=skip to train without them (they are counted and reported).")
+    fixes = [FIXES[reason] for reason in counts if reason in FIXES]
+    if any("data.truncation=" in p.detail and "cut off every trained token" in p.detail for p in problems):
+        fixes.insert(0, "set data.truncation as the rows say (or raise data.max_length)")
+    lines.append("Fix: " + "; ".join(dict.fromkeys(fixes + ["fix these rows, or set data.on_bad_row=skip to train "
+                                                            "without them (they are counted and reported)"])) + ".")
     return "\n".join(lines)
+
+
+FIXES = {  # the config key that fixes a reason, before the last resort of skipping rows
+    "too long": "raise data.max_length, or set data.truncation=right (keep the start) or left (keep the end)",
+}

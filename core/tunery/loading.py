@@ -59,6 +59,14 @@ def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
     return tokenizer
 
 
+def loading_kwargs(settings: Any) -> dict:
+    """``from_pretrained`` arguments of a run's ``model_loading`` section."""
+    kwargs = {"dtype": settings.dtype}
+    if settings.attn_implementation:
+        kwargs["attn_implementation"] = settings.attn_implementation
+    return kwargs
+
+
 def load_model(
     resolved: ResolvedModel,
     task: str,
@@ -77,6 +85,8 @@ def load_model(
     kwargs = _kwargs(resolved, trust_remote_code)
     kwargs.update(extra or {})
     kwargs.setdefault("dtype", torch.float32)
+    if isinstance(kwargs["dtype"], str) and kwargs["dtype"] != "auto":
+        kwargs["dtype"] = getattr(torch, kwargs["dtype"])
     cls = getattr(transformers, HEADS.get(task, HEADS["causal_lm"]))
     if task in ("classification", "token_classification"):
         if label_names:

@@ -47,6 +47,11 @@ GENERATIVE_TASKS = ("causal_lm", "seq2seq")  # model tasks that generate text
 LABELLED_TASKS = ("classification", "token_classification")  # data tasks whose label names are saved
 
 
+#: The transformers ``AutoModelFor<...>`` class name of each model task (model cards).
+HEAD_CLASSES = {"causal_lm": "CausalLM", "classification": "SequenceClassification", "seq2seq": "Seq2SeqLM",
+                "token_classification": "TokenClassification"}
+
+
 class Member:
     """Common part of every plugin member."""
 
@@ -94,6 +99,10 @@ class Method(Member):
     can_disable: ClassVar[bool] = False
     #: ``"adapter"`` (the run folder holds ``adapter/``) or ``"model"`` (``model/``).
     output_kind: ClassVar[str] = "adapter"
+    #: The learning rate a run uses when ``training.learning_rate`` is not set: methods differ by
+    #: orders of magnitude (full fine-tuning ~2e-5, LoRA 2e-4, prompt tuning ~1e-2); see
+    #: docs/learning-rates.md for the measurements behind the built-in ones.
+    default_learning_rate: ClassVar[float] = 2e-4
 
     def check(self, options: Any, run: RunContext) -> None:
         """Refuse impossible combinations before any weights load (raise IncompatibleError)."""
@@ -126,6 +135,17 @@ class Method(Member):
     def merge(self, model: Any, options: Any) -> Any:
         """Return a plain ``transformers`` model with the tuning folded into its weights."""
         raise IncompatibleError(self.merge_refusal())
+
+    def model_card(self, options: Any, run: RunContext) -> dict | str:
+        """What the result folder's model card (README.md) says about loading it: a dict with
+        ``library_name``, ``usage`` (Python code that loads the folder) and ``summary`` (one
+        sentence) merged into tunery's card, or a string that is the whole card."""
+        head = HEAD_CLASSES.get(run.model_task, "CausalLM")
+        folder = self.output(options)
+        return {"library_name": "transformers",
+                "summary": f"a full model trained with the **{self.name}** method",
+                "usage": f"from transformers import AutoModelFor{head}\n"
+                         f"model = AutoModelFor{head}.from_pretrained(\"{folder}\")"}
 
     def merge_refusal(self) -> str:
         """Why this method cannot merge and what to use instead (``tunery merge`` shows it
@@ -243,6 +263,9 @@ class Formatter(Member):
     family: ClassVar[str] = "formatters"
     #: The data task of the examples this formatter produces.
     task: ClassVar[str] = "causal_lm"
+    #: ``data.truncation`` when a run does not set it: ``"right"`` keeps the start of a long
+    #: example; ``"left"`` keeps its end (preference pairs: the responses, cutting the prompt).
+    default_truncation: ClassVar[str] = "right"
 
     def format(self, row: Mapping[str, Any], tokenizer: Any, options: Any, run: RunContext) -> dict | list[dict]:
         """Return one example (or a list, e.g. windows of a long text) for ``row``.

@@ -11,7 +11,7 @@ import re
 from typing import Any, ClassVar
 
 from .errors import IncompatibleError
-from .members import Method
+from .members import HEAD_CLASSES, Method
 
 TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classification": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM",
               "token_classification": "TOKEN_CLS"}
@@ -64,6 +64,14 @@ class PeftMethod(Method):
             base_model.config.use_cache = True
         return PeftModel.from_pretrained(base_model, path, is_trainable=False)
 
+    def model_card(self, options: Any, run: Any) -> dict:
+        head = HEAD_CLASSES.get(run.model_task, "CausalLM")
+        return {"library_name": "peft",
+                "summary": f"a peft adapter trained with the **{self.name}** method (the base model is "
+                           f"`{run.config.model}`, loaded from the hub or your cache)",
+                "usage": f"from peft import AutoPeftModelFor{head}\n"
+                         f"model = AutoPeftModelFor{head}.from_pretrained(\"adapter\")"}
+
     def merge(self, model: Any, options: Any) -> Any:
         if not self.can_merge:
             return super().merge(model, options)
@@ -78,6 +86,7 @@ class PromptLearningMethod(PeftMethod):
     can_merge: ClassVar[bool] = False
     supports_packing: ClassVar[bool] = False
     accepts_quantized: ClassVar[bool] = True
+    default_learning_rate: ClassVar[float] = 1e-2  # virtual tokens need far more than weights: docs/learning-rates.md
     #: The technique's name in messages ("prefix tuning").
     technique: ClassVar[str] = ""
 

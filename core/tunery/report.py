@@ -58,6 +58,17 @@ def loss_curves(records: list[dict], metrics: dict) -> tuple[list[tuple], list[t
     return train, evals
 
 
+def smooth(values: list[float], weight: float = 0.6) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average with its start-up bias removed
+    (the first points are not pulled towards zero)."""
+    out, last, scale = [], 0.0, 0.0
+    for value in values:
+        last = last * weight + (1 - weight) * value
+        scale = scale * weight + (1 - weight)
+        out.append(last / scale)
+    return out
+
+
 def plot_loss(records: list[dict], metrics: dict, path: Path) -> bool:
     """Draw train and eval loss against step into ``path`` (PNG); False when there is nothing to draw."""
     train, evals = loss_curves(records, metrics)
@@ -74,7 +85,11 @@ def plot_loss(records: list[dict], metrics: dict, path: Path) -> bool:
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
     if train:
-        ax.plot(*zip(*train), label="train loss", color="tab:blue", linewidth=1.5)
+        steps, losses = zip(*train)
+        weight = 0.6 if len(train) < 50 else 0.9  # short runs: less smoothing
+        ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=1, label="train loss (per step)")
+        ax.plot(steps, smooth(list(losses), weight), color="tab:blue", linewidth=2,
+                label=f"train loss (smoothed, EMA {weight})")
     if evals:
         ax.plot(*zip(*evals), label="eval loss", color="tab:orange", marker="o", linewidth=1.5)
     ax.set_xlabel("step")
@@ -227,33 +242,31 @@ def _detail(value: Any) -> str:
 
 PIPELINE_TAGS = {"classification": "text-classification", "seq2seq": "text2text-generation",
                  "token_classification": "token-classification"}
-HEAD_NAMES = {"classification": "SequenceClassification", "seq2seq": "Seq2SeqLM",
-              "token_classification": "TokenClassification"}
 
 
 def model_card(run: RunContext, model_dir: Path, metrics: dict) -> str:
     """A Hugging Face model card: YAML front matter (base_model, library_name, tags, datasets,
-    pipeline_tag), then the method, data and metrics."""
+    pipeline_tag), then the method, data and metrics; how to load the result comes from the
+    method (:meth:`tunery.Method.model_card`), which may also write the whole card."""
     import yaml
 
     config = run.config
-    adapter = run.method.output(config.method.options) == "adapter"
+    card = run.method.model_card(config.method.options, run)
+    if isinstance(card, str):
+        return card
     train_files = [Path(f).name for f in metrics.get("data", {}).get("train", {}).get("files", [])]
     front = {
         "base_model": config.model,
-        "library_name": "peft" if adapter else "transformers",
+        "library_name": card.get("library_name", "transformers"),
         "tags": list(dict.fromkeys(["tunery", config.method.name, config.format.name])),
         "datasets": train_files,
         "pipeline_tag": PIPELINE_TAGS.get(run.model_task, "text-generation"),
     }
-    head = HEAD_NAMES.get(run.model_task, "CausalLM")
-    cls = f"AutoPeftModelFor{head}" if adapter else f"AutoModelFor{head}"
-    load = f"from {front['library_name']} import {cls}\nmodel = {cls}.from_pretrained(\"{model_dir.name}\")"
     data = metrics.get("data", {})
     lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              f"# {run.output_dir.name}", "",
              f"Fine-tuned from `{config.model}` with [tunery](https://pypi.org/project/tunery/): "
-             f"{'an adapter' if adapter else 'a full model'} trained with the **{config.method.name}** method.", "",
+             f"{card.get('summary', f'trained with the **{config.method.name}** method')}.", "",
              "## Method", "", f"- method: {config.method.name} ({_options(config.method)})",
              f"- quantizer: {config.quantizer.name}",
              f"- steps: {metrics.get('train', {}).get('steps')}, learning rate {config.training.learning_rate}, "
@@ -266,5 +279,6 @@ def model_card(run: RunContext, model_dir: Path, metrics: dict) -> str:
         lines.append(metrics_table(metrics.get("before"), metrics.get("after")))
     else:
         lines.append("No evaluation was run.")
-    lines += ["", "## Usage", "", "```python", load, "```"]
+    if card.get("usage"):
+        lines += ["", "## Usage", "", "```python", card["usage"], "```"]
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import ConfigError, DataError, IncompatibleError
-from .loading import load_model, load_tokenizer, task_of
+from .loading import load_model, load_tokenizer, loading_kwargs, task_of
 from .members import GENERATIVE_TASKS
 from .models import ResolvedModel
 
@@ -74,20 +74,33 @@ def _load_run(engine: Engine, path: Path, quantize: bool = True) -> LoadedModel:
     labels = task.get("labels") if task.get("num_labels") is None else None
     if manifest["output"] == "model":
         model = load_model(ResolvedModel(str(path), str(model_dir), "run folder"), task["model"],
-                           label_names=labels, num_labels=task.get("num_labels"), pad_token_id=tokenizer.pad_token_id)
+                           label_names=labels, num_labels=task.get("num_labels"), pad_token_id=tokenizer.pad_token_id,
+                           extra=loading_kwargs(config.model_loading))
     else:
         run.model_source = engine.resolve_model(config.model)
+        _check_fingerprint(engine, run.model_source, manifest.get("model_fingerprint"), path)
         keep = list(HEAD_MODULES) + method.fully_trained_modules(config.method.options, run)
         base = load_model(
             run.model_source, task["model"], label_names=labels, num_labels=task.get("num_labels"),
             pad_token_id=tokenizer.pad_token_id,
-            extra=run.quantizer.load_kwargs(config.quantizer.options, keep, run) if quantize else None,
+            extra={**loading_kwargs(config.model_loading),
+                   **(run.quantizer.load_kwargs(config.quantizer.options, keep, run) if quantize else {})},
         )
         if quantize:
             base = run.quantizer.after_load(base, config.quantizer.options)
         model = method.load(base, str(model_dir), config.method.options)
     model.eval()
     return LoadedModel(model, tokenizer, task["model"], config, manifest, task.get("labels"))
+
+
+def _check_fingerprint(engine: Engine, source: ResolvedModel, recorded: str | None, path: Path) -> None:
+    """Warn when the base model found here is not the one the run's adapter was trained on."""
+    from .models import fingerprint
+
+    if recorded and fingerprint(source.path, str(engine.cache_dir)) != recorded:
+        log.warning(
+            "the base model '%s' found here (%s) differs from the one run '%s' was trained on (its "
+            "manifest's model_fingerprint); the adapter may not work as it did", source.reference, source.path, path)
 
 
 def check_can_generate(engine: Engine, target: str) -> None:
