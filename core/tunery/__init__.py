@@ -12,7 +12,7 @@ from .engine import Engine
 from .errors import (ConfigError, DataError, IncompatibleError, ModelSourceError, PluginError, RowError, TrainingError,
                      TuneryError)
 from .hookspecs import hookimpl
-from .members import EvalResult, Evaluator, Extension, Formatter, Method, Objective, Quantizer
+from .members import Constraint, EvalResult, Evaluator, Extension, Formatter, Method, Objective, Quantizer
 
 # name -> module it comes from, imported when first asked for
 _LAZY = {
@@ -41,14 +41,16 @@ _LAZY = {
     "score_examples": "preference", "pair_metrics": "preference", "record": "preference",
     "metrics_callback": "preference",
     # generation and run folders
-    "generate": "generation", "complete": "generation", "is_run_dir": "runs",
+    "generate": "generation", "complete": "generation", "complete_batch": "generation", "prompt_ids": "generation",
+    "resolve_constraints": "generation", "satisfaction": "generation", "control_text": "generation",
+    "with_control": "generation", "is_run_dir": "runs",
     # command-line plugins
     "command_engine": "cli", "setup_logging": "cli",
 }
 
 __all__ = [
     "Engine", "hookimpl",
-    "Method", "Objective", "Extension", "Formatter", "Quantizer", "Evaluator", "EvalResult",
+    "Method", "Objective", "Extension", "Formatter", "Quantizer", "Evaluator", "EvalResult", "Constraint",
     "TuneryError", "ConfigError", "PluginError", "IncompatibleError", "ModelSourceError", "DataError",
     "RowError", "TrainingError", *_LAZY, "__version__",
 ]

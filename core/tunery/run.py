@@ -84,6 +84,13 @@ def check_compatibility(run: RunContext) -> None:
         part = f"method '{method.name}'" if not method.can_generate else f"objective '{objective.name}'"
         raise IncompatibleError(f"{part} gives a model that cannot generate text, but generation.prompts is set; "
                                 "remove generation.prompts")
+    if config.generation.constraints:  # a wrong constraint fails now, not after training
+        from .generation import resolve_constraints
+
+        resolve_constraints(engine.constraints, config.generation.constraints, "generation.constraints")
+    if config.generation.control and set(config.generation.control) != set(config.data.control):
+        raise ConfigError(f"generation.control gives {sorted(config.generation.control)} but data.control is "
+                          f"{config.data.control}: give a value for each data.control column")
     for i, (extension, _) in enumerate(run.extensions):
         if run.data_task not in extension.tasks:
             raise IncompatibleError(
@@ -187,6 +194,9 @@ def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict]
                  "held_out_auto": bool(n_eval) and cfg.val_split is None},
         "labels": run.label_names, "cached": prepared.cached,
     }
+    if cfg.control:  # the values seen in training, recorded so that generate can check --control
+        run.state["control"] = {c: sorted({ex["_control"][c] for ex in train}) for c in cfg.control}
+        summary["control"] = run.state["control"]
     return train, evaluation, summary
 
 
@@ -252,10 +262,12 @@ def sample_generations(run: RunContext, model: Any) -> list[dict]:
     gen = run.config.generation
     if not gen.prompts or not run.can_generate:
         return []
-    from .generation import generate
+    from .generation import generate, resolve_constraints
 
-    outputs = generate(model, run.tokenizer, gen.prompts, max_new_tokens=gen.max_new_tokens,
-                       chat=gen.chat, temperature=gen.temperature)
+    constraints = resolve_constraints(run.engine.constraints, gen.constraints, "generation.constraints")
+    outputs = generate(model, run.tokenizer, gen.prompts, max_new_tokens=gen.max_new_tokens, chat=gen.chat,
+                       temperature=gen.temperature, constraints=constraints,
+                       control={c: gen.control[c] for c in run.config.data.control} if gen.control else None)
     return [{"prompt": p, "output": o} for p, o in zip(gen.prompts, outputs)]
 
 
@@ -504,6 +516,7 @@ def manifest(run: RunContext) -> dict:
         "task": {"data": run.data_task, "model": run.model_task, "num_labels": run.num_labels,
                  "labels": run.label_names},
         "output": run.method.output(config.method.options),
+        **({"control": run.state["control"]} if "control" in run.state else {}),
         "plugins": {
             "method": _plugin_record(run, "methods", config.method.name),
             "objective": _plugin_record(run, "objectives", config.objective.name),
