@@ -30,6 +30,38 @@ def compiler(tokenizer, vocab_size: int):
     return _COMPILERS[key][1]
 
 
+class GrammarProcessor:
+    """Masks, for each row of a batch, the tokens its grammar cannot accept next. A row whose
+    last token the grammar refused (another constraint forced it, or every allowed token was
+    masked by one) is ended with end-of-text instead of failing the whole batch."""
+
+    def __init__(self, compiled, vocab_size: int, eos_token_id: int):
+        self.compiled, self.vocab_size, self.eos = compiled, vocab_size, eos_token_id
+        self.matchers, self.dead, self.bitmask = None, set(), None
+
+    def __call__(self, input_ids, scores):
+        import xgrammar as xgr
+
+        if self.matchers is None:
+            self.matchers = [xgr.GrammarMatcher(self.compiled) for _ in range(input_ids.shape[0])]
+            self.bitmask = xgr.allocate_token_bitmask(input_ids.shape[0], self.vocab_size)
+        else:
+            for i, matcher in enumerate(self.matchers):
+                if i not in self.dead and not matcher.is_terminated() and not matcher.accept_token(int(input_ids[i, -1])):
+                    self.dead.add(i)
+        for i, matcher in enumerate(self.matchers):
+            if i not in self.dead and not matcher.is_terminated():
+                matcher.fill_next_token_bitmask(self.bitmask, i)
+        device = scores.device
+        scores = scores.to("cpu") if device.type not in ("cpu", "cuda") else scores
+        xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
+        scores = scores.to(device)
+        for i in self.dead:
+            scores[i] = float("-inf")
+            scores[i, self.eos] = 0.0
+        return scores
+
+
 class _Grammar(Constraint):
     requires = ("xgrammar",)
 
@@ -37,12 +69,10 @@ class _Grammar(Constraint):
         raise NotImplementedError
 
     def logits_processors(self, options, tokenizer, vocab_size, max_new_tokens):
-        import xgrammar as xgr
-
         key = (id(tokenizer), vocab_size, self.name, json.dumps(dataclasses.asdict(options), sort_keys=True))
         if key not in _GRAMMARS:  # compiled once, a fresh matcher per batch
             _GRAMMARS[key] = self.compiled(options, compiler(tokenizer, vocab_size))
-        return [xgr.contrib.hf.LogitsProcessor(_GRAMMARS[key])]
+        return [GrammarProcessor(_GRAMMARS[key], vocab_size, tokenizer.eos_token_id)]
 
 
 @dataclasses.dataclass
