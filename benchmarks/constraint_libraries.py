@@ -13,27 +13,36 @@ import json
 import tempfile
 import time
 
-SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
-                                           "age": {"type": "integer"}}, "required": ["name", "age"],
-          "additionalProperties": False}
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "pattern": "^[a-z]{2,8}$"},
+                                           "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                                           "mood": {"enum": ["happy", "sad"]}},
+          "required": ["name", "age", "mood"], "additionalProperties": False}
 PROMPTS = ["Describe a person as JSON:", "Give me a record.", "Name and age, please:", "JSON:"]
-NEW_TOKENS = 48
+NEW_TOKENS = 64
 
 
 def processors(library, model, tokenizer):
     """A fresh logits processor for one batch, and the time its set-up took."""
     from transformers import PrefixConstrainedLogitsProcessor
 
+    import tunery
+
     started = time.perf_counter()
     schema = json.dumps(SCHEMA)
     if library == "none":
         made = []
-    elif library == "xgrammar":
-        import xgrammar as xgr
+    elif library == "xgrammar":  # through tunery's constraint (compact JSON)
+        from tunery_structured import _COMPILERS, _GRAMMARS
 
-        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=model.get_output_embeddings().weight.shape[0])
-        made = [xgr.contrib.hf.LogitsProcessor(xgr.GrammarCompiler(info).compile_json_schema(schema))]
+        _COMPILERS.clear(), _GRAMMARS.clear()  # measure the set-up, not the cache
+        constraint = tunery.Engine().constraints.get("json-schema")
+        made = constraint.logits_processors(constraint.parse_options({"schema": SCHEMA}, "c"), tokenizer,
+                                            model.get_output_embeddings().weight.shape[0], NEW_TOKENS)
     elif library == "lm-format-enforcer":
+        import transformers.tokenization_utils as legacy  # 0.11.3 imports a name transformers 5 moved
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+        legacy.PreTrainedTokenizerBase = PreTrainedTokenizerBase
         from lmformatenforcer import JsonSchemaParser
         from lmformatenforcer.integrations.transformers import build_transformers_prefix_allowed_tokens_fn
 
@@ -80,7 +89,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import tunery
-    from tunery.testing.tiny import cached_causal_lm
+    from tunery.testing.tiny import cached_causal_lm  # noqa: I001
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     folders = {"tiny (2 layers, 64 wide)": cached_causal_lm(tempfile.gettempdir() + "/tunery-bench-tiny")}
