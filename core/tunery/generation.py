@@ -158,7 +158,7 @@ def complete_batch(model: Any, tokenizer: Any, prompts_ids: list[list[int]], *, 
     for c in constraints:
         kwargs.update(c.member.generate_kwargs(c.options))
     kwargs.update(decoding)
-    vocab_size = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else len(tokenizer)
+    vocab_size = _vocab_size(model, tokenizer) if constraints else 0
     order = sorted(range(len(prompts_ids)), key=lambda i: len(prompts_ids[i]))
     outputs: list[str] = [""] * len(prompts_ids)
     was_training = model.training
@@ -187,6 +187,12 @@ def complete_batch(model: Any, tokenizer: Any, prompts_ids: list[list[int]], *, 
     finally:
         model.train(was_training)
     return outputs
+
+
+def _vocab_size(model: Any, tokenizer: Any) -> int:
+    """The width of the model's logits (may exceed the tokenizer's vocabulary)."""
+    head = model.get_output_embeddings()
+    return head.weight.shape[0] if head is not None else len(tokenizer)
 
 
 def for_inference(model: Any, method: Any, options: Any, quantized: bool) -> Any:

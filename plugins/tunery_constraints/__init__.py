@@ -8,6 +8,7 @@ exact for byte-level BPE tokenizers (GPT-2, Llama 3, SmolLM2, Qwen)."""
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from pathlib import Path
 
@@ -83,10 +84,21 @@ class BanProcessor(_TextProcessor):
         texts = token_texts(tokenizer, vocab_size)
         texts = [t.lower() for t in texts] if ignore_case else texts
         self.ignore_case = ignore_case
-        ids = lambda hit: torch.tensor([i for i, t in enumerate(texts) if hit(t)], dtype=torch.long)  # noqa: E731
-        # per phrase: tokens containing it, and for each split k, tokens starting with phrase[k:]
-        self.rules = [(p, ids(lambda t, p=p: p in t),
-                       {k: ids(lambda t, s=p[k:]: t.startswith(s)) for k in range(1, len(p))}) for p in phrases]
+        ranked = sorted((t, i) for i, t in enumerate(texts) if t)
+        keys = [t for t, _ in ranked]
+        longest = max(map(len, keys), default=0)
+
+        def starting(prefix: str):  # ids of the tokens whose text starts with prefix: a range of the sorted texts
+            low, high = bisect.bisect_left(keys, prefix), bisect.bisect_left(keys, prefix + "\U0010ffff")
+            return torch.tensor([i for _, i in ranked[low:high]], dtype=torch.long)
+
+        def containing(phrase: str):
+            if len(phrase) > longest:
+                return torch.tensor([], dtype=torch.long)
+            return torch.tensor([i for i, t in enumerate(texts) if phrase in t], dtype=torch.long)
+
+        # per phrase: tokens containing it, and for each split k, the tokens starting with phrase[k:]
+        self.rules = [(p, containing(p), {k: starting(p[k:]) for k in range(1, len(p))}) for p in phrases]
         self.tail = max(len(p) for p in phrases)  # tokens enough to hold any phrase prefix
 
     def __call__(self, input_ids, scores):
