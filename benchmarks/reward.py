@@ -1,6 +1,6 @@
 """Reward model benchmark: held-out pairwise accuracy before and after training, and time.
 
-Trains ``--method reward`` (LoRA underneath) on ../shared/data/dpo_en_demo.json (ShareGPT
+Trains ``--objective reward`` with ``--method lora`` on ../shared/data/dpo_en_demo.json (ShareGPT
 preference pairs): a seeded 80% of the pairs to train, 20% held out, on SmolLM2-135M and on
 MiniLM, with sequences truncated from the left (the reward head reads the last token) to a
 length that fits a CPU budget of about 15 minutes for both models.
@@ -35,7 +35,7 @@ def run(name: str, data: Path, out: Path, epochs: float, max_length: int | None 
     started = time.perf_counter()
     result = Engine().train({
         "model": reference, "output_dir": str(out / name), "overwrite": True, "seed": 0,
-        "method": {"name": "reward", "adapter": "lora", "adapter_options": {"r": 8, "alpha": 16, "dropout": 0.0}},
+        "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0}, "objective": "reward",
         "format": "preference",
         "data": {"train": [str(data)], "val_split": 0.2, "max_length": max_length, "truncation": "left"},
         "training": {"epochs": epochs, "learning_rate": lr, "batch_size": batch, "warmup_ratio": 0.1,

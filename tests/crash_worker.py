@@ -6,6 +6,8 @@ crash costs a second, not a fresh interpreter) and kills itself with a real sign
 * ``step``: SIGKILL right after optimizer step STEP (mid-epoch);
 * ``save``: SIGKILL while checkpoint STEP is being written (weights on disk, optimizer state not yet);
 * ``term``: SIGTERM after step STEP (tunery saves a checkpoint and stops);
+* ``term2``: SIGTERM after step STEP, and a second one while the checkpoint of step STEP+1 is written;
+* ``start``: SIGTERM as the run starts, before training;
 * ``none``: no crash.
 """
 
@@ -26,8 +28,13 @@ class Killer:
 
     @hookimpl
     def tunery_log(self, record):
-        if record.get("step") == self.step and "loss" in record and self.point in ("step", "term"):
+        if record.get("step") == self.step and "loss" in record and self.point in ("step", "term", "term2"):
             os.kill(os.getpid(), signal.SIGKILL if self.point == "step" else signal.SIGTERM)
+
+    @hookimpl
+    def tunery_run_start(self):
+        if self.point == "start":
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def crash(config: dict, point: str, step: int, stderr_path: str) -> int:
@@ -41,14 +48,16 @@ def crash(config: dict, point: str, step: int, stderr_path: str) -> int:
     try:
         fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(fd, 2)
-        if point == "save":
+        if point in ("save", "term2"):
             from transformers import Trainer
 
             original = Trainer._save_optimizer_and_scheduler
 
             def save(trainer, output_dir):
-                if trainer.state.global_step == step:
+                if point == "save" and trainer.state.global_step == step:
                     os.kill(os.getpid(), signal.SIGKILL)
+                if point == "term2" and trainer.state.global_step == step + 1:
+                    os.kill(os.getpid(), signal.SIGTERM)
                 original(trainer, output_dir)
 
             Trainer._save_optimizer_and_scheduler = save

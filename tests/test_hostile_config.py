@@ -75,11 +75,12 @@ def test_an_output_folder_holding_another_run_is_never_overwritten(tmp_path, tin
     run = tmp_path / "run"
     (run / "adapter").mkdir(parents=True)
     (run / "metrics.json").write_text('{"precious": true}')
-    result = run_cli("train", write_config(tmp_path, tiny_lm, alpaca_file))
-    assert result.exit_code == 2
-    line = one_error_line(result)
-    assert "already holds a run (adapter, metrics.json)" in line and "--overwrite" in line
-    assert (run / "metrics.json").read_text() == '{"precious": true}' and (run / "adapter").is_dir()
+    for extra in ((), ("--overwrite",)):  # files no recorded run wrote: --overwrite does not delete them either
+        result = run_cli("train", write_config(tmp_path, tiny_lm, alpaca_file), *extra)
+        assert result.exit_code == 2
+        line = one_error_line(result)
+        assert f"output_dir '{run}' holds metrics.json, adapter, which no tunery run recorded writing" in line
+        assert (run / "metrics.json").read_text() == '{"precious": true}' and (run / "adapter").is_dir()
 
 
 def test_an_explicit_fp16_turns_the_automatic_bf16_off(tmp_path, tiny_lm, alpaca_file):

@@ -210,7 +210,8 @@ def test_fresh_heads_and_fully_trained_modules_stay_unquantized(quantizer):
     engine = Engine()
     config = engine.config({"model": "m", "output_dir": "o", "method": {"name": "lora", "modules_to_save": ["pooler"]},
                             "format": "classification", "quantizer": quantizer, "data": {"train": ["x.jsonl"]}})
-    from tunery.run import HEAD_MODULES, RunContext
+    from tunery import RunContext
+    from tunery.loading import HEAD_MODULES
 
     run = RunContext(config=config, output_dir=config.output_dir, engine=engine, data_task="classification")
     keep = list(HEAD_MODULES) + run.method.fully_trained_modules(config.method.options, run)

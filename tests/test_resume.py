@@ -14,6 +14,7 @@ from tunery import Engine
 from tunery.checkpoints import COMPLETE, MANIFEST, scan
 from tunery.errors import ResumeError, TrainingError
 
+RECORD = "tunery-run.json"
 WEIGHTS = {"lora": "adapter/adapter_model.safetensors", "full": "model/model.safetensors"}
 
 
@@ -93,6 +94,21 @@ def test_sigkill_then_resume_is_bitwise_exact(tiny_lm, data_file, tmp_path, refe
     assert_bitwise_equal(weights(reference(method), method), weights(tmp_path / "run", method))
     complete, broken = scan(tmp_path / "run" / "checkpoints")
     assert [p.name for p in complete] == ["checkpoint-10", "checkpoint-12"] and not broken
+    assert_counts_the_whole_run(reference(method), tmp_path / "run")
+
+
+def assert_counts_the_whole_run(reference_dir: Path, resumed_dir: Path) -> None:
+    """metrics.json and train_log.jsonl of a resumed run equal those of the uninterrupted one."""
+    ref = json.loads((reference_dir / "metrics.json").read_text())["train"]
+    got = json.loads((resumed_dir / "metrics.json").read_text())["train"]
+    assert (got["tokens"], got["padded_tokens"], got["steps"]) == (ref["tokens"], ref["padded_tokens"], ref["steps"])
+    assert got["mean_loss"] == pytest.approx(ref["mean_loss"], rel=1e-6)
+
+    def records(folder):
+        lines = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"], r["tokens"]) for r in lines if "loss" in r]
+
+    assert records(resumed_dir) == records(reference_dir)  # each step once, tokens counted over both parts
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_lm, data_file, tmp_path, reference):
@@ -105,6 +121,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_lm, data_file, tmp_pa
     assert complete[-1].name == "checkpoint-5"  # off the save_steps grid: saved because of the signal
     Engine(plugins=[Killer()]).train({**config, "resume": "auto"})
     assert_bitwise_equal(weights(reference("lora"), "lora"), weights(tmp_path / "run", "lora"))
+    assert_counts_the_whole_run(reference("lora"), tmp_path / "run")
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +139,7 @@ def test_checkpoint_records_manifest(short_run):
     ckpt = Path(short_run["output_dir"]) / "checkpoints" / "checkpoint-4"
     manifest = json.loads((ckpt / MANIFEST).read_text())
     assert manifest["step"] == 4 and len(manifest["config_sha256"]) == 64
-    assert manifest["plugins_loaded"]["lora"] and "Killer" in manifest["plugins_loaded"]
+    assert manifest["plugins_used"]["lora"] and "Killer" in manifest["plugins_used"]
     assert manifest["data"]["train"][0]["sha256"]
     marker = json.loads((ckpt / COMPLETE).read_text())
     assert marker["files"]["adapter_model.safetensors"] > 0
@@ -195,6 +212,7 @@ def test_incomplete_or_missing_checkpoint_is_never_resumed(short_run, tmp_path, 
 
 
 def test_no_pickle_is_executed_from_a_checkpoint(short_run, tmp_path):
+    import hashlib
     import shutil
 
     run = tmp_path / "copy"
@@ -211,8 +229,122 @@ def test_no_pickle_is_executed_from_a_checkpoint(short_run, tmp_path):
     torch.save({"python": Payload()}, ckpt / "rng_state.pth")  # even a re-marked checkpoint is not trusted
     marker = json.loads((ckpt / COMPLETE).read_text())
     marker["files"]["rng_state.pth"] = (ckpt / "rng_state.pth").stat().st_size
+    marker["sha256"]["rng_state.pth"] = hashlib.sha256((ckpt / "rng_state.pth").read_bytes()).hexdigest()
     (ckpt / COMPLETE).write_text(json.dumps(marker))
     (run / "checkpoints" / "checkpoint-4" / COMPLETE).unlink()
     with pytest.raises(TrainingError, match="refused to load it"):
         Engine(plugins=[Killer()]).train({**short_run, "output_dir": str(run), "resume": "auto"})
     assert not witness.exists()
+
+
+def copy_run(short_run, tmp_path) -> tuple[dict, Path]:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(short_run["output_dir"], run)
+    return {**short_run, "output_dir": str(run), "resume": "auto"}, run
+
+
+def test_a_tampered_checkpoint_is_refused_naming_the_file(short_run, tmp_path):
+    config, run = copy_run(short_run, tmp_path)
+    weights_file = run / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors"
+    data = bytearray(weights_file.read_bytes())
+    data[-1500:-500] = bytes(b ^ 0xFF for b in data[-1500:-500])  # 1000 bytes flipped, same size
+    weights_file.write_bytes(bytes(data))
+    with pytest.raises(ResumeError) as info:
+        Engine(plugins=[Killer()]).train(config)
+    message = str(info.value)
+    assert f"cannot resume from {run / 'checkpoints' / 'checkpoint-4'}: adapter_model.safetensors is not the file " \
+           "saved there" in message
+    assert f"the previous good checkpoint is {run / 'checkpoints' / 'checkpoint-2'}" in message and "--resume" in message
+
+
+def test_a_garbled_trainer_state_names_the_file_and_the_previous_checkpoint(short_run, tmp_path):
+    import hashlib
+
+    config, run = copy_run(short_run, tmp_path)
+    ckpt = run / "checkpoints" / "checkpoint-4"
+    state = ckpt / "trainer_state.json"
+    state.write_bytes(b"#" * state.stat().st_size)
+    marker = json.loads((ckpt / COMPLETE).read_text())
+    marker["sha256"]["trainer_state.json"] = hashlib.sha256(state.read_bytes()).hexdigest()  # re-marked: only JSON fails
+    (ckpt / COMPLETE).write_text(json.dumps(marker))
+    with pytest.raises(ResumeError) as info:
+        Engine(plugins=[Killer()]).train(config)
+    assert "trainer_state.json is not valid JSON" in str(info.value)
+    assert f"the previous good checkpoint is {run / 'checkpoints' / 'checkpoint-2'}" in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def own_model_run(tiny_lm, data_file, tmp_path_factory):
+    """A finished 4-step lora run (checkpoints 2 and 4) on a copy of the tiny model."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("own-model")
+    shutil.copytree(tiny_lm, root / "model")
+    config = make_config(str(root / "model"), data_file, root / "run", "lora", training={"max_steps": 4})
+    Engine(plugins=[Killer()]).train(config)
+    return config
+
+
+@pytest.mark.parametrize("name", ["chat_template.jinja", "model.safetensors"])
+def test_resume_refuses_a_changed_base_model(own_model_run, tmp_path, name):
+    config, run = copy_run(own_model_run, tmp_path)
+    changed = Path(own_model_run["model"]) / name
+    original = changed.read_bytes()
+    try:
+        if name.endswith(".jinja"):
+            changed.write_bytes(original + b"{# edited #}")
+        else:  # weights: 100 bytes changed, same size
+            data = bytearray(original)
+            data[-200:-100] = bytes(b ^ 0x01 for b in data[-200:-100])
+            changed.write_bytes(bytes(data))
+        with pytest.raises(ResumeError, match=f"base model file '{name}' changed .*--force-resume"):
+            Engine(plugins=[Killer()]).train(config)
+        if name == "chat_template.jinja":
+            forced = Engine(plugins=[Killer()]).train({**config, "resume_force": True,
+                                                       "training": {**config["training"], "max_steps": 6}})
+            assert forced.metrics["train"]["steps"] == 6
+    finally:
+        changed.write_bytes(original)
+
+
+def test_resume_ignores_a_plugin_the_run_does_not_use(short_run, tmp_path):
+    from tunery import Quantizer, hookimpl
+
+    class Unrelated:
+        @hookimpl
+        def tunery_register_quantizers(self, registry):
+            class Other(Quantizer):
+                name = "other-4bit"
+
+            registry.add(Other())
+
+    config, run = copy_run(short_run, tmp_path)
+    (run / "checkpoints" / "checkpoint-4" / COMPLETE).unlink()  # resume from checkpoint-2
+    result = Engine(plugins=[Killer(), Unrelated()]).train(config)
+    assert result.metrics["train"]["steps"] == 4 and result.metrics["train"]["resumed_at_step"] == 2
+
+
+def test_a_second_sigterm_while_stopping_ends_with_130_and_the_run_resumes(tiny_lm, data_file, tmp_path, reference):
+    config = make_config(tiny_lm, data_file, tmp_path / "run", "lora")
+    code = crash(config, "term2", 4, str(tmp_path / "stderr"))  # the second signal lands inside the save of step 5
+    stderr = (tmp_path / "stderr").read_text()
+    assert code == 130, stderr[-2000:]
+    checkpoint = tmp_path / "run" / "checkpoints" / "checkpoint-4"
+    assert f"error: stopped at once by a second SIGTERM while stopping; the last good checkpoint is {checkpoint}" \
+           in stderr and "--resume" in stderr and "Aborted" not in stderr
+    assert json.loads((tmp_path / "run" / RECORD).read_text())["status"] == "interrupted"
+    assert scan(tmp_path / "run" / "checkpoints") == ([checkpoint.parent / "checkpoint-2", checkpoint], [])
+    Engine(plugins=[Killer()]).train({**config, "resume": "auto"})
+    assert_bitwise_equal(weights(reference("lora"), "lora"), weights(tmp_path / "run", "lora"))
+
+
+def test_sigterm_before_training_ends_with_130_and_does_not_block_the_rerun(tiny_lm, data_file, tmp_path):
+    config = make_config(tiny_lm, data_file, tmp_path / "run", "lora", training={"max_steps": 2})
+    code = crash(config, "start", 0, str(tmp_path / "stderr"))
+    stderr = (tmp_path / "stderr").read_text()
+    assert code == 130, stderr[-2000:]
+    assert "error: stopped at once by SIGTERM; nothing was saved to resume from; run the same command again" in stderr
+    assert json.loads((tmp_path / "run" / RECORD).read_text())["status"] == "interrupted"
+    assert Engine(plugins=[Killer()]).train(config).metrics["train"]["steps"] == 2

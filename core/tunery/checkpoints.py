@@ -2,14 +2,17 @@
 
 A checkpoint is ``checkpoints/checkpoint-<step>/``: what ``transformers.Trainer`` writes
 (weights as safetensors, optimizer, scheduler, RNG and trainer state) plus
-``tunery-manifest.json`` (config, data hashes, plugins). It is written under a temporary name
-inside ``checkpoints/``, flushed to disk, renamed, and only then marked complete with
-``tunery-complete.json``. A folder without the marker is never resumed from; old checkpoints
-are deleted (``training.save_total_limit``) only once the new one is complete.
+``tunery-manifest.json`` (config, data hashes, base-model fingerprint, plugins used, progress
+counters). It is written under a temporary name inside ``checkpoints/``, flushed to disk, renamed,
+and only then marked complete with ``tunery-complete.json`` (size and sha256 of every file). A
+folder without the marker is never resumed from; one whose files no longer match their hashes is
+refused by name; old checkpoints are deleted (``training.save_total_limit``) only once the new one
+is complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -61,6 +64,14 @@ def write_json_durably(path: Path, value: Any) -> None:
     _fsync(path.parent)
 
 
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def step_of(path: Path) -> int | None:
     match = PATTERN.match(path.name)
     return int(match.group(1)) if match else None
@@ -102,8 +113,12 @@ def commit(staged: Path, final: Path, manifest: dict, limit: int | None, keep: s
         shutil.rmtree(final)
     os.replace(staged, final)
     _fsync(final.parent)
-    sizes = {str(p.relative_to(final)): p.stat().st_size for p in sorted(final.rglob("*")) if p.is_file()}
-    write_json_durably(final / COMPLETE, {"step": step_of(final), "files": sizes})
+    files = [p for p in sorted(final.rglob("*")) if p.is_file()]
+    write_json_durably(final / COMPLETE, {
+        "step": step_of(final),
+        "files": {str(p.relative_to(final)): p.stat().st_size for p in files},
+        "sha256": {str(p.relative_to(final)): sha256_of(p) for p in files},
+    })
     if limit:
         complete, _ = scan(final.parent)
         for old in complete[:-limit]:
@@ -120,6 +135,10 @@ class SafeCheckpoints:
 
     tunery_manifest: dict = {}
     _staging: str | None = None
+
+    def tunery_progress(self) -> dict:
+        """The run's counters, saved with the manifest (the trainer of a run fills them in)."""
+        return {}
 
     def _get_output_dir(self, trial):
         return self._staging or super()._get_output_dir(trial)
@@ -141,9 +160,13 @@ class SafeCheckpoints:
             if self.state.best_model_checkpoint and Path(self.state.best_model_checkpoint) == staged:
                 self.state.best_model_checkpoint = str(final)  # this step is the best: point at its final name
                 self.state.save_to_json(str(staged / "trainer_state.json"))
-            commit(staged, final, {**self.tunery_manifest, "step": step}, self.args.save_total_limit,
+            commit(staged, final, {**self.tunery_manifest, "step": step, "progress": self.tunery_progress()},
+                   self.args.save_total_limit,
                    keep=self.state.best_model_checkpoint)
             shutil.rmtree(staging, ignore_errors=True)
+        except KeyboardInterrupt:  # stopped at once (a second signal): leave no half-written checkpoint
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         except Exception as exc:  # noqa: BLE001 - disk full, permissions...: torch, safetensors and os differ
             complete, _ = scan(run_dir)
             shutil.rmtree(staging, ignore_errors=True)
@@ -152,6 +175,69 @@ class SafeCheckpoints:
                 f"could not save the checkpoint of step {step} in {run_dir}: {getattr(exc, 'strerror', None) or exc}; {last} "
                 "(free disk space or fix the folder's permissions, then resume with --resume)"
             ) from exc
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with the complete checkpoint ``path`` (a file whose sha256 differs from the
+    one recorded at save time, an unreadable trainer_state.json), or None when it is intact."""
+    try:
+        hashes = json.loads((path / COMPLETE).read_text()).get("sha256") or {}
+    except (OSError, ValueError, AttributeError):
+        return f"its {COMPLETE} is unreadable"
+    for name, digest in sorted(hashes.items()):
+        if not (path / name).is_file():
+            return f"{name} is missing"
+        if sha256_of(path / name) != digest:
+            return f"{name} is not the file saved there (its sha256 differs from the one in {COMPLETE})"
+    if not hashes:
+        log.warning("checkpoint %s records no content hashes (saved by an older tunery): only sizes are checked", path)
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"trainer_state.json is not valid JSON ({exc})"
+    return None
+
+
+def _refuse_damaged(path: Path, problem: str, complete: list[Path]) -> ResumeError:
+    earlier = [p for p in complete if (step_of(p) or 0) < (step_of(path) or 0)]
+    good = next((p for p in reversed(earlier) if damage(p) is None), None)
+    hint = (f"the previous good checkpoint is {good}: resume from it with --resume {good}" if good
+            else "no earlier checkpoint is intact: start again with --overwrite")
+    return ResumeError(f"cannot resume from {path}: {problem}; {hint}")
+
+
+# ----------------------------------------------------------------------------- base model
+
+#: Files of a model folder that loading reads (weights, config, tokenizer, chat template, code).
+MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json", ".txt", ".jinja", ".model",
+                  ".tiktoken", ".py", ".msgpack", ".h5")
+#: A run's own JSON files, for a run folder that is also the model folder.
+NOT_MODEL_FILES = ("metrics.json", "manifest.json", "samples.json", "bad_rows.json", "tunery-run.json")
+SAMPLED_ABOVE = 64 << 20  # bytes
+SAMPLES = 16  # blocks of 1 MiB
+
+
+def _file_fingerprint(path: Path) -> str:
+    """sha256 of the file; above 64 MiB, of its size and 16 blocks of 1 MiB spread over it (first
+    and last included): a replaced or re-trained weight file differs in all of them."""
+    size = path.stat().st_size
+    if size <= SAMPLED_ABOVE:
+        return sha256_of(path)
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for i in range(SAMPLES):
+            f.seek((size - (1 << 20)) * i // (SAMPLES - 1))
+            h.update(f.read(1 << 20))
+    return "sampled:" + h.hexdigest()
+
+
+def model_fingerprint(folder: str | os.PathLike) -> dict[str, str]:
+    """Fingerprint of each file of a model folder that loading reads (see ``MODEL_SUFFIXES``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {p.name: _file_fingerprint(p) for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix in MODEL_SUFFIXES and p.name not in NOT_MODEL_FILES}
 
 
 # ----------------------------------------------------------------------------- resume
@@ -185,7 +271,15 @@ def differences(saved: dict, current: dict) -> list[str]:
                 changes.append(f"{split} data file '{name}' is new")
             elif before[name] != after[name]:
                 changes.append(f"{split} data file '{name}' changed (sha256 differs)")
-    old_plugins, new_plugins = saved.get("plugins_loaded", {}), current.get("plugins_loaded", {})
+    old_model, new_model = saved.get("model_files") or {}, current.get("model_files") or {}
+    for name in sorted(set(old_model) | set(new_model)):
+        if name not in new_model:
+            changes.append(f"base model file '{name}' is gone")
+        elif name not in old_model:
+            changes.append(f"base model file '{name}' is new")
+        elif old_model[name] != new_model[name]:
+            changes.append(f"base model file '{name}' changed (its fingerprint differs)")
+    old_plugins, new_plugins = saved.get("plugins_used", {}), current.get("plugins_used", {})
     for name in sorted(set(old_plugins) | set(new_plugins)):
         if name not in new_plugins:
             changes.append(f"plugin '{name}' is no longer loaded")
@@ -196,10 +290,15 @@ def differences(saved: dict, current: dict) -> list[str]:
     return changes
 
 
+def saved_progress(checkpoint: Path) -> dict:
+    """The run's counters (tokens, seconds, loss sum, skipped steps, evaluations) saved in ``checkpoint``."""
+    return json.loads((Path(checkpoint) / MANIFEST).read_text()).get("progress") or {}
+
+
 def resume_point(spec: str | None, folder: Path, current: dict, force: bool) -> Path | None:
     """The checkpoint to resume from: ``auto`` = newest complete one in ``folder`` (None when there
-    is none yet), else the folder ``spec``. Refuses incomplete checkpoints, and changed config, data
-    or plugins unless ``force``."""
+    is none yet), else the folder ``spec``. Refuses incomplete or damaged checkpoints (naming the
+    previous good one), and a changed config, data, base model or plugin unless ``force``."""
     if not spec:
         return None
     complete, broken = scan(folder)
@@ -220,10 +319,13 @@ def resume_point(spec: str | None, folder: Path, current: dict, force: bool) -> 
                 f"config key 'resume': '{path}' is not a complete tunery checkpoint (no valid {COMPLETE}: "
                 f"its save was interrupted or it was not written by tunery){hint}"
             )
+    problem = damage(path)
+    if problem:
+        raise _refuse_damaged(path, problem, complete)
     try:
         saved = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
-        raise ResumeError(f"checkpoint {path} has an unreadable {MANIFEST}: {exc}") from None
+        raise _refuse_damaged(path, f"its {MANIFEST} is unreadable ({exc})", complete) from None
     changes = differences(saved, current)
     if changes and not force:
         raise ResumeError(

@@ -54,6 +54,9 @@ class TuneryGroup(click.Group):
             ctx.exit(exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt:  # outside a run (a run turns it into Interrupted itself)
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence of the CLI
             if _debug_requested():
                 traceback.print_exc()

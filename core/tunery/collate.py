@@ -12,22 +12,45 @@ rows of a batch are concatenated into one row (for flash attention).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 IGNORE_INDEX = -100
 
 
 class Collator:
-    """Pads a list of examples into a batch of tensors, counting real and padded tokens."""
+    """Pads a list of examples into a batch of tensors, counting real and padded tokens.
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, flatten: bool = False):
+    With ``count_when_trained`` a batch is counted only when :meth:`trained` is called for it
+    (batches are trained in the order they are made): a data loader fetches one batch ahead,
+    and that batch is not trained yet when a checkpoint is saved."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, flatten: bool = False,
+                 count_when_trained: bool = False):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
         self.flatten = flatten
         self.real_tokens = 0
         self.padded_tokens = 0
+        self.count_when_trained = count_when_trained
+        self._made: deque[tuple[int, int]] = deque()  # counts of the batches made, not yet trained
+
+    def trained(self) -> None:
+        """Count the oldest batch made and not yet counted (``count_when_trained``)."""
+        if self._made:
+            real, padded = self._made.popleft()
+            self.real_tokens += real
+            self.padded_tokens += padded
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        counts = (self.real_tokens, self.padded_tokens)
+        batch = self._collate(features)
+        if self.count_when_trained:
+            self._made.append((self.real_tokens - counts[0], self.padded_tokens - counts[1]))
+            self.real_tokens, self.padded_tokens = counts
+        return batch
+
+    def _collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         batch: dict[str, Any] = {}

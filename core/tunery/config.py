@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from .errors import ConfigError
-from .options import at_least, closest, coerce, parse, to_dict, unknown_key_error
+from .options import at_least, coerce, parse, to_dict, unknown_key_error
 
 
 @dataclasses.dataclass

@@ -155,7 +155,7 @@ class Engine:
     def evaluate(self, target: str, evaluators: Iterable[str] = (), data: Iterable[str] = (),
                  format: str | None = None, overrides: Iterable[str] = ()) -> dict:
         """Evaluate a run folder or model -> ``{evaluator: EvalResult}`` (see tunery.evaluation)."""
-        from .evaluation import evaluate_target
+        from .runs import evaluate_target
 
         return evaluate_target(self, str(target), evaluators, data, format, overrides)
 

@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 from .checkpoints import scan
 from .errors import TrainingError
+from .stopping import Stopped
 
 log = logging.getLogger("tunery")
 
@@ -64,7 +65,9 @@ class NonFiniteGuard(TrainerCallback):
 
 
 class StopOnSignal(TrainerCallback):
-    """On Ctrl-C or SIGTERM: finish the current step, save a checkpoint, stop. A second signal stops at once."""
+    """On Ctrl-C or SIGTERM: finish the current step, save a checkpoint, stop. A second signal stops at
+    once (raises :class:`tunery.stopping.Stopped`; the run ends with exit code 130 and names the last
+    complete checkpoint)."""
 
     def __init__(self):
         self.received: str | None = None
@@ -79,7 +82,7 @@ class StopOnSignal(TrainerCallback):
         def handle(signum, frame):
             if self.received:
                 signal.signal(signum, previous[signum])
-                raise KeyboardInterrupt
+                raise Stopped(f"a second {signal.Signals(signum).name} while stopping")
             self.received = signal.Signals(signum).name
             log.warning("%s received: saving a checkpoint after this step, then stopping "
                         "(send it again to stop at once)", self.received)

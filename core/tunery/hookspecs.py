@@ -158,7 +158,9 @@ def tunery_run_end(run: RunContext, result: RunResult) -> None:
 
 @hookspec
 def tunery_run_failed(run: RunContext, error: BaseException) -> None:
-    """The run stopped with ``error`` (which is re-raised to the caller afterwards)."""
+    """The run stopped with ``error`` (which is re-raised to the caller afterwards); a run stopped
+    by Ctrl-C or SIGTERM gets :class:`tunery.errors.Interrupted`. The run folder's
+    ``tunery-run.json`` records the error."""
 
 
 # --------------------------------------------------------------------------- command line

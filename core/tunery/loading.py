@@ -11,6 +11,8 @@ from .models import ResolvedModel
 
 log = logging.getLogger("tunery")
 
+HEAD_MODULES = ("classifier", "score", "lm_head")  # never quantized: heads are trained or tied
+
 
 def _kwargs(resolved: ResolvedModel, trust_remote_code: bool) -> dict:
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}

@@ -15,7 +15,6 @@ import math
 import os
 import pickle
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,22 +22,21 @@ from typing import TYPE_CHECKING, Any
 from . import data as datapipe
 from .config import RunConfig, dump_yaml
 from .context import RunContext, RunResult
-from .distributed import is_main_process, sum_across_processes
-from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
+from .distributed import is_main_process
+from .errors import DataError, IncompatibleError, Interrupted, TrainingError
 from .evaluation import best_checkpoint, check_early_stopping
-from .loading import load_model, load_tokenizer
+from .loading import HEAD_MODULES, load_model, load_tokenizer
 from .packing import can_pack, pack, packing_enabled
 from .peft_support import trainable_summary
+from .membercalls import member_call
 from .report import write_reports
+from .stopping import stop_at_once
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
 
 log = logging.getLogger("tunery")
 
-RUN_FILES = ("adapter", "model", "checkpoints", "metrics.json", "train_log.jsonl", "config.yaml",
-             "manifest.json", "samples.json", "bad_rows.json", "report.md", "loss.png", "evaluations", "tensorboard")
-HEAD_MODULES = ("classifier", "score", "lm_head")  # never quantized: heads are trained or tied
 
 
 # ----------------------------------------------------------------------------- checks
@@ -110,7 +108,7 @@ def check_compatibility(run: RunContext) -> None:
         from .progress import check_trackers
 
         check_trackers(config.training.report_to)
-    quantizer.check(config.quantizer.options, run)
+    member_call(run, "quantizer", "check", config.quantizer.options, run)
     member_call(run, "method", "check", config.method.options, run)
     member_call(run, "objective", "check", config.objective.options, run)
     for extension, options in run.extensions:
@@ -118,46 +116,6 @@ def check_compatibility(run: RunContext) -> None:
     from .training import check_extra
 
     check_extra(run)
-
-
-def member_call(run: RunContext, part: str, step: str, *args, member: Any = None) -> Any:
-    """Call ``step`` of the run's ``part`` (method, objective, quantizer, extension): a tunery
-    error passes through; any other exception becomes a PluginError naming the member and plugin."""
-    from .errors import PluginError, TuneryError
-
-    member = member or getattr(run, part)
-    try:
-        return getattr(member, step)(*args)
-    except (TuneryError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        family = {"method": "methods", "objective": "objectives", "quantizer": "quantizers",
-                  "extension": "extensions"}[part]
-        plugin = run.engine.host.plugin_of(family, member.name).name
-        raise PluginError(f"{part} '{member.name}' (plugin '{plugin}') failed in {step}: "
-                          f"{type(exc).__name__}: {exc}") from exc
-
-
-def prepare_output_dir(config: RunConfig) -> Path:
-    """The run folder; one that holds another run is only reused with ``overwrite``."""
-    out = Path(config.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output_dir '{out}' is a file, not a folder")
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if config.resume and config.overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other: resuming continues the run in "
-                          f"'{out}', overwriting deletes it; drop one of them")
-    if existing and not config.resume:
-        if not config.overwrite:
-            raise ConfigError(
-                f"output_dir '{out}' already holds a run ({', '.join(existing)}); "
-                "pass --overwrite (overwrite: true) to replace it, or choose another folder"
-            )
-        for name in existing:
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 # ----------------------------------------------------------------------------- data
@@ -281,20 +239,44 @@ def new_context(engine: Engine, config: RunConfig) -> RunContext:
 
 def execute(engine: Engine, config: RunConfig) -> RunResult:
     """Run ``config`` to the end and return its result; lifecycle hooks see every phase."""
+    from .rundir import RunFolder
+
     run = new_context(engine, config)
     check_compatibility(run)
     args = _training_arguments(run)
+    folder = None
     if is_main_process():  # under torchrun / accelerate launch, the other processes write nothing
-        run.output_dir = prepare_output_dir(config)
+        folder = RunFolder.prepare(config, run.method.output(config.method.options))
         (run.output_dir / "config.yaml").write_text(dump_yaml(config))
-    run.notify("tunery_run_start")
     try:
-        result = _train(run, args)
+        with stop_at_once():
+            run.notify("tunery_run_start")
+            result = _train(run, args)
+    except KeyboardInterrupt as exc:  # a signal outside the training loop, or a second one inside it
+        error = interrupted(run, exc)
+        if folder:
+            folder.finish(error)
+        run.notify("tunery_run_failed", error=error)
+        raise error from None
     except BaseException as exc:
+        if folder:
+            folder.finish(exc)
         run.notify("tunery_run_failed", error=exc)
         raise
+    if folder:
+        folder.finish()
     run.notify("tunery_run_end", result=result)
     return result
+
+
+def interrupted(run: RunContext, exc: KeyboardInterrupt) -> Interrupted:
+    """The error of a run stopped at once by a signal: where it stopped, and how to go on."""
+    from .checkpoints import scan
+
+    complete, _ = scan(run.output_dir / "checkpoints")
+    how = (f"the last good checkpoint is {complete[-1]}; run the same command with --resume to continue" if complete
+           else "nothing was saved to resume from; run the same command again to start afresh")
+    return Interrupted(f"stopped at once by {getattr(exc, 'signal', None) or 'SIGINT'}; {how}")
 
 
 def _training_arguments(run: RunContext) -> Any:
@@ -309,7 +291,8 @@ def _train(run: RunContext, args: Any) -> RunResult:
     run.model_source = run.engine.resolve_model(config.model)
     run.tokenizer = load_tokenizer(run.model_source, config.trust_remote_code)
     train, evaluation, data_summary = build_data(run)
-    state = {**manifest(run), "config": config.to_dict(), "plugins_loaded": _plugins_loaded(run)}
+    recorded = manifest(run)
+    state = {**recorded, "config": config.to_dict(), "plugins_used": _plugins_used(run, recorded["plugins"])}
     from .checkpoints import resume_point
 
     checkpoint = resume_point(config.resume, run.output_dir / "checkpoints", state, config.resume_force)
@@ -328,6 +311,7 @@ def _train(run: RunContext, args: Any) -> RunResult:
                             evaluate=lambda m, step: evaluate(run, m, evaluation, "during", step=step))
     run.device = trainer.args.device
     trainer.tunery_manifest = state
+    resume_counters(run, trainer, checkpoint)
     model = trainer.model
     before = evaluate(run, model, evaluation, "before")
     samples = {"before": sample_generations(run, model)}
@@ -340,7 +324,7 @@ def _train(run: RunContext, args: Any) -> RunResult:
         save_result(run, model, model_dir)
     after = evaluate(run, model, evaluation, "after")
     samples["after"] = sample_generations(run, model)
-    metrics = {"train": train_metrics(trainer, output, len(train)), "parameters": parameters,
+    metrics = {"train": train_metrics(trainer, output, len(train), checkpoint), "parameters": parameters,
                "before": before, "after": after, "data": data_summary,
                "wall_seconds": round(time.perf_counter() - started, 3)}
     _finish_metrics(run, trainer, output, metrics, evaluation)
@@ -353,15 +337,16 @@ def load_base_model(run: RunContext) -> Any:
     """The base model with the head the objective asks for, loaded through the quantizer."""
     from transformers import set_seed
 
-    config, quantizer = run.config, run.quantizer
-    keep = list(HEAD_MODULES) + run.method.fully_trained_modules(config.method.options, run)
+    config = run.config
+    keep = list(HEAD_MODULES) + member_call(run, "method", "fully_trained_modules", config.method.options, run)
     set_seed(config.seed)
     model = load_model(
         run.model_source, run.model_task, label_names=run.label_names if run.num_labels is None else None,
         num_labels=run.num_labels, pad_token_id=run.tokenizer.pad_token_id,
-        extra=quantizer.load_kwargs(config.quantizer.options, keep, run), trust_remote_code=config.trust_remote_code,
+        extra=member_call(run, "quantizer", "load_kwargs", config.quantizer.options, keep, run),
+        trust_remote_code=config.trust_remote_code,
     )
-    return quantizer.after_load(model, config.quantizer.options)
+    return member_call(run, "quantizer", "after_load", model, config.quantizer.options)
 
 
 def transform_examples(run: RunContext, model: Any, examples: list[dict], split: str) -> list[dict]:
@@ -390,7 +375,7 @@ def prepare_model(run: RunContext, model: Any) -> Any:
     """Make the model trainable: the quantizer's preparation, the method (what trains), then the
     objective and each extension."""
     config = run.config
-    model = run.quantizer.prepare(model, config.quantizer.options, run)
+    model = member_call(run, "quantizer", "prepare", model, config.quantizer.options, run)
     model = member_call(run, "method", "prepare", model, config.method.options, run)
     model = member_call(run, "objective", "prepare", model, config.objective.options, run)
     for extension, options in run.extensions:
@@ -421,19 +406,43 @@ def fit(run: RunContext, trainer: Any, checkpoint: Path | None) -> Any:
     return output
 
 
-def train_metrics(trainer: Any, output: Any, n_examples: int) -> dict:
-    """The ``train`` part of metrics.json."""
-    collator = trainer.tunery_collator
-    tokens, padded = (int(n) for n in sum_across_processes([collator.real_tokens, collator.padded_tokens]))
-    runtime = output.metrics.get("train_runtime", 0.0)
-    return {
-        "loss": _last_loss(trainer), "mean_loss": output.training_loss, "steps": output.global_step,
+def resume_counters(run: RunContext, trainer: Any, checkpoint: Path | None) -> None:
+    """A resumed run counts on from the checkpoint's counters (tokens, seconds, losses, skipped
+    steps, evaluations), and its train_log.jsonl loses the records after the checkpoint's step."""
+    from .checkpoints import saved_progress, step_of
+    from .rundir import keep_log_until
+
+    if checkpoint:
+        trainer.tunery_before.update(saved_progress(checkpoint))
+        trainer.tunery_guard.skipped = list(trainer.tunery_before.get("skipped_steps", []))
+        trainer.tunery_during = list(trainer.tunery_before.get("during", []))
+    if run.config.resume and is_main_process():
+        keep_log_until(run.output_dir / "train_log.jsonl", step_of(checkpoint) if checkpoint else 0)
+
+
+def train_metrics(trainer: Any, output: Any, n_examples: int, checkpoint: Path | None = None) -> dict:
+    """The ``train`` part of metrics.json; a resumed run counts both parts."""
+    from .checkpoints import step_of
+
+    totals, earlier = trainer.tunery_progress(), trainer.tunery_before
+    seconds = earlier.get("seconds", 0.0) + output.metrics.get("train_runtime", 0.0)
+    resumed_at = step_of(checkpoint) if checkpoint else 0
+    mean_loss = output.training_loss
+    if resumed_at and output.global_step:
+        trained_now = output.training_loss * (output.global_step - resumed_at)
+        mean_loss = (earlier.get("loss_sum", 0.0) + trained_now) / output.global_step
+    metrics = {
+        "loss": _last_loss(trainer), "mean_loss": mean_loss, "steps": output.global_step,
         "batch_size": trainer.args.per_device_train_batch_size, "grad_accum": trainer.args.gradient_accumulation_steps,
         "skipped_steps": trainer.tunery_guard.skipped,
-        "examples": n_examples, "seconds": round(runtime, 3),
-        "tokens": tokens, "padded_tokens": padded, "tokens_per_s": round(tokens / max(runtime, 1e-9), 2),
+        "examples": n_examples, "seconds": round(seconds, 3),
+        "tokens": totals["tokens"], "padded_tokens": totals["padded_tokens"],
+        "tokens_per_s": round(totals["tokens"] / max(seconds, 1e-9), 2),
         "processes": trainer.args.world_size,
     }
+    if resumed_at:
+        metrics["resumed_at_step"] = resumed_at
+    return metrics
 
 
 def _finish_metrics(run: RunContext, trainer: Any, output: Any, metrics: dict, evaluation: list[dict]) -> None:
@@ -458,9 +467,19 @@ def write_outputs(run: RunContext, model_dir: Path, metrics: dict, samples: dict
     write_reports(run, model_dir, metrics, samples)
 
 
-def _plugins_loaded(run: RunContext) -> dict[str, str]:
-    """Name -> version of every loaded plugin (recorded in checkpoints; resuming compares them)."""
-    return {info.name: info.version for info in run.engine.plugins if info.ok}
+#: Hooks not called during a run: a plugin implementing only these takes no part in one.
+NOT_RUN_HOOKS = ("tunery_resolve_model", "tunery_list_models")
+
+
+def _plugins_used(run: RunContext, members: dict) -> dict[str, str]:
+    """Name -> version of the plugins taking part in the run (recorded in checkpoints; resuming
+    compares them): those providing its members (``members``: the manifest's "plugins"), and
+    those implementing a hook called during a run. A plugin installed since that does neither
+    does not matter."""
+    providers = {r["plugin"] for record in members.values() for r in (record if isinstance(record, list) else [record])}
+    return {info.name: info.version for info in run.engine.plugins if info.ok and (
+        info.name in providers
+        or any(h not in NOT_RUN_HOOKS and not h.startswith("tunery_register_") for h in info.hooks))}
 
 
 def _last_loss(trainer) -> float | None:
@@ -471,7 +490,7 @@ def _last_loss(trainer) -> float | None:
 def save_result(run: RunContext, model: Any, model_dir: Path) -> None:
     """Save the adapter or model, the tokenizer and the label map into ``model_dir``."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    run.method.save(model, str(model_dir), run.config.method.options, run)
+    member_call(run, "method", "save", model, str(model_dir), run.config.method.options, run)
     run.tokenizer.save_pretrained(str(model_dir))
     if run.label_names:
         _write_json(model_dir / "labels.json", run.label_names)
@@ -500,6 +519,8 @@ def manifest(run: RunContext) -> dict:
         except metadata.PackageNotFoundError:
             return None
 
+    from .checkpoints import model_fingerprint
+
     config = run.config
     data_files = {
         split: [{"file": f, "sha256": datapipe.file_digest(f)} for f in datapipe.expand_paths(specs)]
@@ -516,6 +537,7 @@ def manifest(run: RunContext) -> dict:
         "task": {"data": run.data_task, "model": run.model_task, "num_labels": run.num_labels,
                  "labels": run.label_names},
         "output": run.method.output(config.method.options),
+        "model_files": model_fingerprint(run.model_source.path) if run.model_source else None,
         **({"control": run.state["control"]} if "control" in run.state else {}),
         "plugins": {
             "method": _plugin_record(run, "methods", config.method.name),

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
-from .errors import ConfigError, IncompatibleError
+from .errors import ConfigError, DataError, IncompatibleError
 from .loading import load_model, load_tokenizer
 from .models import ResolvedModel
+
+log = logging.getLogger("tunery")
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import RunConfig
     from .engine import Engine
+    from .context import RunContext
+    from .members import EvalResult
 
 
 @dataclasses.dataclass
@@ -54,7 +59,7 @@ def load(engine: Engine, target: str, task: str | None = None, generation: bool 
 
 def _load_run(engine: Engine, path: Path, quantize: bool = True, generation: bool = False) -> LoadedModel:
     from .context import RunContext
-    from .run import HEAD_MODULES
+    from .loading import HEAD_MODULES
 
     manifest = json.loads((path / "manifest.json").read_text())
     config = engine.config(path / "config.yaml")
@@ -148,3 +153,89 @@ def merge(engine: Engine, run_dir: str, output_dir: str) -> Path:
     if loaded.label_names:
         (out / "labels.json").write_text(json.dumps(loaded.label_names))
     return out
+
+
+# ----------------------------------------------------------------------------- tunery eval
+
+
+def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (), data: Iterable[str] = (),
+                    format: str | None = None, overrides: Iterable[str] = ()) -> dict[str, EvalResult]:
+    """Evaluate a run folder or a model reference; returns each evaluator's result.
+
+    ``evaluators`` default to the run's own (or, for a plain model, the default evaluators of
+    its data). ``data`` defaults to the run's evaluation data (its ``data.eval`` or the same
+    ``val_split``), formatted with the run's formatter unless ``format`` names another one.
+    ``overrides`` are ``evaluator.key=value`` option settings. An evaluator that reads its own
+    data (``uses_run_data = False``) gets ``data`` as its ``data`` option."""
+    from .config import Choice, DataConfig, GenerationConfig, RunConfig, TrainingConfig, _member, apply_overrides
+    from .context import RunContext
+    from .evaluation import run_evaluators
+    from .run import build_data
+
+    data = list(data)
+    loaded = engine.load(target)
+    config = loaded.config or RunConfig(  # a plain model: no run settings, no formatter unless --format
+        model=target, output_dir=str(target), method=Choice("", None), objective=Choice("", None),
+        format=Choice("", None), quantizer=Choice("none", None), extensions=[], evaluators=[],
+        data=DataConfig(), training=TrainingConfig(),
+        generation=GenerationConfig())
+    if format is not None and format != config.format.name:
+        config.format = _choice(engine.formatters, format, {}, "--format")
+    formatter = engine.formatters.get(config.format.name) if config.format.name else None
+    task = formatter.task if formatter else loaded.task
+    names = list(evaluators) or [c.name for c in config.evaluators] or [
+        e.name for e in engine.evaluators if e.default and task in e.tasks]
+    members = {name: _member(engine.evaluators, name, "--evaluator") for name in names}
+    own = {c.name: c.to_dict() for c in config.evaluators}
+    raw = {name: {k: v for k, v in own.get(name, {}).items() if k != "name"} for name in names}
+    for name, member in members.items():
+        if task not in member.tasks:
+            raise ConfigError(f"evaluator '{name}' cannot measure {task} data; it handles: "
+                              f"{', '.join(sorted(member.tasks))} (pass --format or another --evaluator)")
+        if data and not member.uses_run_data:
+            raw[name]["data"] = data[0]
+    apply_overrides(raw, list(overrides))
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(f"--set {unknown[0]}.*: '{unknown[0]}' is not one of the evaluators here ({', '.join(names)})")
+    config.evaluators = [_choice(engine.evaluators, name, raw[name], f"evaluators[{i}]")
+                         for i, name in enumerate(names)]
+
+    run = RunContext(config=config, output_dir=Path(target), engine=engine, data_task=task,
+                     model_task=loaded.task, label_names=loaded.label_names, tokenizer=loaded.tokenizer,
+                     device=next(loaded.model.parameters()).device)
+    examples: list[dict] = []
+    if any(m.uses_run_data for m in members.values()):
+        if formatter is None:
+            raise ConfigError(f"'{target}' is not a run folder: pass --format to say how to read --data")
+        if data or config.data.eval:
+            examples = read_examples(run, data or config.data.eval)
+        elif is_run_dir(target) and config.data.val_split != 0:  # the run's held-out split, drawn again
+            examples = build_data(run, write_problems=False)[1]
+            run.label_names = loaded.label_names
+        if not examples:
+            raise ConfigError(f"no evaluation data for '{target}': pass --data")
+    return run_evaluators(run, loaded.model, examples)
+
+
+def read_examples(run: RunContext, specs: list[str]) -> list[dict]:
+    """Examples of the data files ``specs`` through the run's formatter; bad rows follow
+    ``data.on_bad_row`` (an error listing them, or skipped with a warning)."""
+    from .data import problems_message
+    from .datatools import format_split, read_split
+
+    split = format_split(run, *read_split(run, specs, "eval"))
+    if split.problems and run.config.data.on_bad_row == "error":
+        raise DataError(problems_message(split.problems, "evaluation"), split.problems)
+    if split.problems:
+        log.warning("skipped %d bad row(s) of %s", len(split.problems), ", ".join(split.files))
+    if not split.examples:
+        raise DataError(f"no usable evaluation example in {', '.join(split.files)}")
+    return split.examples
+
+
+def _choice(registry, name: str, options: dict, where: str):
+    from .config import Choice, _member
+
+    member = _member(registry, name, where)
+    return Choice(name, member.parse_options(options, where))

@@ -79,8 +79,19 @@ class TuneryTrainer(SafeCheckpoints, Trainer):
 
         run = self.tunery_run
         loss = run.objective.training_step(step, model, inputs, run.config.objective.options, run)
+        self.tunery_collator.trained()
         self.tunery_guard.note_loss(loss)
         return loss
+
+    def tunery_progress(self) -> dict:
+        """The run's counters so far, both parts of a resumed run together (saved in each checkpoint)."""
+        before, collator = self.tunery_before, self.tunery_collator
+        tokens, padded = (int(n) for n in sum_across_processes([collator.real_tokens, collator.padded_tokens]))
+        losses = getattr(self, "_total_loss_scalar", 0.0) + float(getattr(self, "_tr_loss", 0.0))
+        return {"tokens": before.get("tokens", 0) + tokens, "padded_tokens": before.get("padded_tokens", 0) + padded,
+                "seconds": before.get("seconds", 0.0) + time.perf_counter() - self.tunery_reporter.start,
+                "loss_sum": before.get("loss_sum", 0.0) + losses, "skipped_steps": self.tunery_guard.skipped,
+                "during": self.tunery_during}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "position_ids" in inputs:  # packed rows: transformers finds their examples only without a KV cache
@@ -114,10 +125,14 @@ class TuneryTrainer(SafeCheckpoints, Trainer):
 class Reporter(TrainerCallback):
     """Writes train_log.jsonl and forwards each record and checkpoint to the hooks."""
 
-    def __init__(self, run: RunContext, collator: Collator):
+    def __init__(self, run: RunContext, collator: Collator, before: dict):
         self.run, self.collator = run, collator
+        self.before = before  # the counters of the part of the run before a resume
         self.start = time.perf_counter()
         self.log_path = run.output_dir / "train_log.jsonl"
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
@@ -127,8 +142,8 @@ class Reporter(TrainerCallback):
             return
         elapsed = time.perf_counter() - self.start
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs,
-                  "tokens": tokens, "tokens_per_s": round(tokens / max(elapsed, 1e-9), 2),
-                  "elapsed_s": round(elapsed, 3)}
+                  "tokens": self.before.get("tokens", 0) + tokens, "tokens_per_s": round(tokens / max(elapsed, 1e-9), 2),
+                  "elapsed_s": round(self.before.get("seconds", 0.0) + elapsed, 3)}
         with open(self.log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
         self.run.notify("tunery_log", record=record)
@@ -144,7 +159,8 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     """The trainer of a run. ``args`` are its TrainingArguments; ``evaluate(model, step)`` runs
     the evaluators during training and returns their metrics."""
     t, config = run.config.training, run.config
-    collator = Collator(run.tokenizer.pad_token_id, flatten=needs_flat_batches(model))
+    collator = Collator(run.tokenizer.pad_token_id, flatten=needs_flat_batches(model), count_when_trained=True)
+    before: dict = {}
     if t.auto_batch_size:
         size, accum = fit_batch_size(run, model, train)
         args = dataclasses.replace(args, per_device_train_batch_size=size, gradient_accumulation_steps=accum)
@@ -153,7 +169,7 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     callbacks = [*run.method.callbacks(config.method.options, run),
                  *run.objective.callbacks(config.objective.options, run),
                  *(cb for ext, opts in run.extensions for cb in ext.callbacks(opts, run)),
-                 Reporter(run, collator), Progress(lambda: collator.real_tokens),
+                 Reporter(run, collator, before), Progress(lambda: collator.real_tokens),
                  NonFiniteGuard(t.on_nonfinite), StopOnSignal()]
     if config.early_stopping.metric:
         callbacks.append(EarlyStoppingCallback(config.early_stopping.patience, config.early_stopping.threshold))
@@ -165,7 +181,8 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
     )
     place_tracker_logs(trainer, run.output_dir / "tensorboard")
     trainer.remove_callback(PrinterCallback)  # records go to train_log.jsonl, logging and the hooks
-    trainer.tunery_collator = collator
+    trainer.tunery_collator, trainer.tunery_before = collator, before
+    trainer.tunery_reporter = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, Reporter))
     trainer.tunery_stopper = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopOnSignal))
     return trainer
 

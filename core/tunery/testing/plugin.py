@@ -3,7 +3,9 @@ plugins on tiny offline models. Nothing heavy is imported until a fixture is use
 
 * ``tunery_tiny_lm`` -- folder of a 2-layer Llama (hidden 64) with a ChatML tokenizer;
 * ``tunery_tiny_encoder`` -- folder of a 2-layer BERT encoder with a WordPiece tokenizer;
-* ``tunery_data`` -- small training files: ``{"causal_lm": alpaca rows, "classification": text/label rows}``.
+* ``tunery_data`` -- small training files: ``{"causal_lm": alpaca rows, "classification": text/label rows}``;
+* ``tunery_tokenizer`` -- the tiny Llama's tokenizer (for the formatter kit);
+* ``tunery_engine`` -- an :class:`~tunery.Engine` with the installed plugins and a fresh cache folder.
 
 The models are built once per session (in well under a second) and shared by every test.
 """
@@ -45,3 +47,17 @@ def tunery_data(tunery_tiny_root) -> dict[str, str]:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         files[task] = str(path)
     return files
+
+
+@pytest.fixture(scope="session")
+def tunery_tokenizer(tunery_tiny_lm):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tunery_tiny_lm)
+
+
+@pytest.fixture
+def tunery_engine(tmp_path):
+    from ..engine import Engine
+
+    return Engine(cache_dir=str(tmp_path / "tunery-cache"))
