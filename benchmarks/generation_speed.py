@@ -2,7 +2,7 @@
 prompt at a time) and now (merged in memory, prompts batched), with each change alone, on the
 tiny test model and on SmolLM2-135M. Greedy outputs of every variant are compared with the old ones.
 
-    python benchmarks/generation_speed.py [--prompts 16] [--new-tokens 32] [--skip-smollm2]
+    python benchmarks/generation_speed.py [--prompts 16] [--new-tokens 32] [--models tiny,smollm2]
 
 Trains a short LoRA run per model first (a few steps: the adapter only has to be non-zero)."""
 
@@ -43,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--skip-smollm2", action="store_true")
+    parser.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2")
     args = parser.parse_args()
     import torch
 
@@ -52,8 +52,11 @@ def main() -> None:
     from tunery.testing.tiny import cached_causal_lm
 
     engine = Engine()
-    models = {"tiny (2 layers, 64 wide)": cached_causal_lm(tempfile.gettempdir() + "/tunery-bench-tiny")}
-    if not args.skip_smollm2:
+    chosen = args.models.split(",")
+    models = {}
+    if "tiny" in chosen:
+        models["tiny (2 layers, 64 wide)"] = cached_causal_lm(tempfile.gettempdir() + "/tunery-bench-tiny")
+    if "smollm2" in chosen:
         models["SmolLM2-135M-Instruct"] = "HuggingFaceTB/SmolLM2-135M-Instruct"
     prompts = (QUESTIONS * (args.prompts // len(QUESTIONS) + 1))[:args.prompts]
     print(f"torch threads: {torch.get_num_threads()}; {args.prompts} prompts, {args.new_tokens} new tokens, greedy\n")

@@ -139,8 +139,12 @@ def test_control_codes_steer_a_trained_model_through_the_cli(run_cli, tiny_lm, t
                      "--output-dir", out, "--max-steps", 30, "--set", "training.learning_rate=0.003",
                      "--set", "data.control=[sentiment]", "--set", "data.val_split=0.25",
                      "--set", 'evaluators=[{"name": "generation", "max_new_tokens": 6, "control_rules": '
-                              '{"sentiment=positive": "great|lovely|wonderful", "sentiment=negative": "awful|terrible|bad"}}]')
+                              '{"sentiment=positive": "great|lovely|wonderful", "sentiment=negative": "awful|terrible|bad"}}]',
+                     "--set", 'generation.prompts=["Write a review of product 1."]', "--set", "generation.max_new_tokens=6",
+                     "--set", "generation.control={sentiment: positive}", "--set", 'generation.constraints=["ban:lovely"]')
     assert result.exit_code == 0, result.output
+    sample = json.loads((out / "samples.json").read_text())["after"][0]["output"]  # the report's sample
+    assert "great" in sample and "lovely" not in sample, sample
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["control"] == {"sentiment": ["negative", "positive"]}
     metrics = json.loads((out / "metrics.json").read_text())
