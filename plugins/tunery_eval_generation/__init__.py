@@ -102,7 +102,9 @@ class GenerationEval(Evaluator):
         from tunery import complete_batch, resolve_constraints, satisfaction, split_example
 
         constraints = resolve_constraints(run.engine.constraints, options.constraints, "generation.constraints")
-        decoding = {"num_beams": options.num_beams, "repetition_penalty": options.repetition_penalty}
+        decoding = {"num_beams": options.num_beams}
+        if options.repetition_penalty != 1.0:  # else a `repetition` constraint's penalty holds
+            decoding["repetition_penalty"] = options.repetition_penalty
         if options.temperature > 0:
             decoding["top_p"] = options.top_p
         chosen, skipped = [], 0
