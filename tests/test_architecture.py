@@ -83,6 +83,13 @@ def test_the_contract_imports_nothing_above_it():
         assert not above, f"{name} (the contract) imports {sorted(above)}"
 
 
+def test_every_core_module_is_placed_in_a_layer_of_the_architecture_page():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    for path in CORE.glob("*.py"):
+        if path.stem != "__init__":
+            assert f"`{path.stem}`" in page, f"docs/architecture.md does not place core/tunery/{path.name} in a layer"
+
+
 def test_builtin_plugins_use_only_the_public_api():
     public = set(tunery.__all__)
     offences = []

@@ -126,3 +126,28 @@ def test_a_raising_command_plugin_leaves_the_cli_working_and_is_listed(tmp_path)
     assert helped.returncode == 0 and "Traceback" not in helped.stderr and "train" in helped.stdout
     listed = subprocess.run([sys.executable, "-m", "tunery.cli", "plugins"], capture_output=True, text=True, env=env)
     assert "failed in tunery_register_commands: RuntimeError: cannot add my command" in listed.stdout
+
+
+def test_two_distributions_with_one_plugin_name_are_both_refused(tmp_path, monkeypatch):
+    from tunery.plugins import PluginWarning
+
+    from tests.test_plugins import make_distribution
+
+    code = """
+        from tunery import Method, hookimpl
+        class Impostor(Method):
+            name = 'impostor-{n}'
+        @hookimpl
+        def tunery_register_methods(registry):
+            registry.add(Impostor())
+    """
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    make_distribution(tmp_path / "a", "tunery-first", {"first_mod": code.format(n=1)}, {"lora": "first_mod"})
+    make_distribution(tmp_path / "b", "tunery-second", {"second_mod": code.format(n=2)}, {"lora": "second_mod"})
+    monkeypatch.syspath_prepend(str(tmp_path / "a"))
+    monkeypatch.syspath_prepend(str(tmp_path / "b"))
+    with pytest.warns(PluginWarning):
+        engine = Engine()
+    info = {i.name: i for i in engine.plugins}["lora"]
+    assert "plugin name 'lora' is provided by distributions" in info.status and "tunery-first" in info.status
+    assert not any(name.startswith("impostor") for name in engine.methods.names())

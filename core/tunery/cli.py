@@ -441,8 +441,11 @@ def merge(ctx, run_dir, output_dir) -> None:
 @click.option("--compare", nargs=2, metavar="RUN_A RUN_B", type=click.Path(file_okay=False, exists=True),
               help="Put two finished runs' metrics side by side instead.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Write metrics, worst examples and outputs here (JSON).")
+@click.option("--few-shot", type=click.IntRange(min=0), default=0, metavar="K",
+              help="Prompting baseline: K training examples in front of each evaluation prompt.")
+@click.option("--shots-from", multiple=True, help="Data to draw the --few-shot examples from (default: the run's training data).")
 @click.pass_context
-def eval_(ctx, target, evaluators, data, format, overrides, compare, output) -> None:
+def eval_(ctx, target, evaluators, data, format, overrides, compare, output, few_shot, shots_from) -> None:
     """Evaluate a run folder or model (TARGET), or compare two runs (--compare RUN_A RUN_B)."""
     setup_logging(False)
     if compare:
@@ -452,7 +455,7 @@ def eval_(ctx, target, evaluators, data, format, overrides, compare, output) -> 
         return
     if not target:
         raise click.UsageError("give a run folder or model to evaluate, or --compare RUN_A RUN_B")
-    results = get_engine(ctx).evaluate(target, evaluators, data, format, overrides)
+    results = get_engine(ctx).evaluate(target, evaluators, data, format, overrides, few_shot, shots_from)
     for name, result in results.items():
         for key, value in result.metrics.items():
             click.echo(f"{name}/{key} = {_fmt(value)}")

@@ -164,6 +164,7 @@ class RunConfig:
     overwrite: bool = False
     resume: str | None = None  # "auto" (newest complete checkpoint of the run folder) or a checkpoint folder
     resume_force: bool = False  # resume even though the config, data or plugins changed
+    few_shot: int = 0  # also score the untuned model with this many training examples before each eval prompt
     early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
 
     def to_dict(self) -> dict:
@@ -190,7 +191,7 @@ SECTIONS = {"method": "methods", "objective": "objectives", "format": "formatter
 LISTS = {"extensions": "extensions", "evaluators": "evaluators"}
 SIMPLE = {
     "model": str, "output_dir": str, "seed": int, "trust_remote_code": bool, "overwrite": bool,
-    "resume": str | None, "resume_force": bool,
+    "resume": str | None, "resume_force": bool, "few_shot": int,
 }
 NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig,
           "early_stopping": EarlyStoppingConfig}
@@ -297,6 +298,9 @@ def _section(raw: Any, where: str) -> tuple[str, dict]:
 def parse_config(raw: Mapping[str, Any], registries: Mapping[str, Any]) -> RunConfig:
     """Validate a raw config mapping against the core keys and each chosen plugin's options."""
     raw = dict(raw)
+    if "sweep" in raw:
+        raise ConfigError("this config has a 'sweep:' section: run it with `tunery sweep CONFIG` "
+                          "(pip install 'tunery[sweep]'), or remove the section to train once")
     for key in raw:
         if key not in TOP_KEYS:
             raise unknown_key_error(key, TOP_KEYS, "")
@@ -309,6 +313,9 @@ def parse_config(raw: Mapping[str, Any], registries: Mapping[str, Any]) -> RunCo
             values[key] = coerce(raw[key], tp, key)
     if not 0 <= values.get("seed", 0) <= MAX_SEED:
         raise ConfigError(f"config key 'seed' must be in 0..{MAX_SEED} (2**32-1), got {values['seed']}")
+    if values.get("few_shot", 0) < 0:
+        raise ConfigError(f"config key 'few_shot' must be 0 or more (training examples shown before each "
+                          f"evaluation prompt), got {values['few_shot']}")
     for key, cls in NESTED.items():
         section = raw.get(key) or {}
         if not isinstance(section, Mapping):

@@ -153,11 +153,13 @@ class Engine:
         return generate(loaded.model, loaded.tokenizer, prompts, constraints=active, control=control, **options)
 
     def evaluate(self, target: str, evaluators: Iterable[str] = (), data: Iterable[str] = (),
-                 format: str | None = None, overrides: Iterable[str] = ()) -> dict:
-        """Evaluate a run folder or model -> ``{evaluator: EvalResult}`` (see tunery.evaluation)."""
+                 format: str | None = None, overrides: Iterable[str] = (), few_shot: int = 0,
+                 shots_from: Iterable[str] = ()) -> dict:
+        """Evaluate a run folder or model -> ``{evaluator: EvalResult}`` (see tunery.evaluation);
+        ``few_shot`` training examples (from ``shots_from`` or the run's data) in front of each prompt."""
         from .runs import evaluate_target
 
-        return evaluate_target(self, str(target), evaluators, data, format, overrides)
+        return evaluate_target(self, str(target), evaluators, data, format, overrides, few_shot, shots_from)
 
     def merge(self, run_dir: str, output_dir: str) -> Path:
         """Fold a run's tuning into the base weights and write a standalone model folder."""

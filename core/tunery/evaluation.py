@@ -24,14 +24,15 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("tunery")
 
 
-def run_evaluators(run: RunContext, model: Any, examples: list[dict]) -> dict[str, EvalResult]:
+def run_evaluators(run: RunContext, model: Any, examples: list[dict],
+                   run_data_only: bool = False) -> dict[str, EvalResult]:
     """Each configured evaluator's result on ``examples``, in config order. Evaluators that
-    measure the run's data are left out when there is none; the model is left in train/eval
-    mode as it was."""
+    measure the run's data are left out when there is none, and those that read their own data
+    when ``run_data_only``; the model is left in train/eval mode as it was."""
     import torch
 
     chosen = [(c, run.engine.evaluators.get(c.name)) for c in run.config.evaluators]
-    chosen = [(c, e) for c, e in chosen if examples or not e.uses_run_data]
+    chosen = [(c, e) for c, e in chosen if (examples or not e.uses_run_data) and (e.uses_run_data or not run_data_only)]
     if not chosen:
         return {}
     was_training = model.training

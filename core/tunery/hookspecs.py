@@ -141,9 +141,12 @@ def tunery_log(run: RunContext, record: dict[str, Any]) -> None:
 
 @hookspec
 def tunery_evaluation(run: RunContext, phase: str, metrics: dict[str, Any]) -> None:
-    """Evaluation results. ``phase`` is ``"before"`` (baseline), ``"during"`` (every N steps,
-    ``metrics`` then holds ``step``) or ``"after"``; ``metrics`` maps ``evaluator/metric``
-    names to values."""
+    """Evaluation results. ``phase`` is ``"before"`` (baseline), ``"few_shot"`` (the untuned
+    model prompted with ``few_shot`` training examples), ``"during"`` (every N steps, ``metrics``
+    then holds ``step``) or ``"after"``; ``metrics`` maps ``evaluator/metric`` names to values.
+
+    An observer may stop the run from here (a sweep pruning a trial) by raising an exception
+    that does not derive from ``Exception``; any other exception is logged and the run goes on."""
 
 
 @hookspec

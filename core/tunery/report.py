@@ -106,14 +106,19 @@ def md_table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
     return "\n".join(lines)
 
 
-def metrics_table(before: dict, after: dict) -> str:
+def metrics_table(before: dict, after: dict, few_shot: dict | None = None) -> str:
+    """Before, after and change per metric; with ``few_shot`` (metrics.json's section), a
+    column with the untuned model prompted with k training examples."""
     before, after = numeric(before or {}), numeric(after or {})
+    shots = numeric(few_shot["metrics"]) if few_shot else {}
     names = list(dict.fromkeys([*after, *before]))
     rows = []
     for name in names:
         b, a = before.get(name), after.get(name)
-        rows.append([name, b, a, a - b if a is not None and b is not None else None])
-    return md_table(["metric", "before", "after", "change"], rows)
+        rows.append([name, b, *([shots.get(name)] if few_shot else []), a,
+                     a - b if a is not None and b is not None else None])
+    headers = ["metric", "before", *([f"{few_shot['k']}-shot prompting"] if few_shot else []), "after", "change"]
+    return md_table(headers, rows)
 
 
 def _options(choice) -> str:
@@ -163,7 +168,12 @@ def render_report(run: RunContext, metrics: dict, samples: dict, evaluations: di
         lines += ["", f"Labels: {', '.join(map(str, data['labels']))}"]
     lines += ["", "## Metrics", ""]
     if metrics.get("before") or metrics.get("after"):
-        lines.append(metrics_table(metrics.get("before"), metrics.get("after")))
+        lines.append(metrics_table(metrics.get("before"), metrics.get("after"), metrics.get("few_shot")))
+        if metrics.get("few_shot"):
+            shots = metrics["few_shot"]
+            lines += ["", f"*{shots['k']}-shot prompting*: the untuned model with {shots['k']} training examples "
+                          f"(seed {shots['seed']}; {shots['mean_shots']:g} fitted on average in data.max_length) "
+                          "in front of each evaluation prompt."]
     else:
         lines.append(metrics.get("note", "No evaluation ran (no evaluators or no evaluation data)."))
     during = metrics.get("during") or []

@@ -24,6 +24,7 @@ from .config import RunConfig, dump_yaml
 from .context import RunContext, RunResult
 from .distributed import is_main_process
 from .errors import DataError, IncompatibleError, Interrupted, TrainingError
+from .baseline import check_few_shot, few_shot_baseline
 from .evaluation import best_checkpoint, check_early_stopping
 from .loading import HEAD_MODULES, load_model, load_tokenizer
 from .packing import can_pack, pack, packing_enabled
@@ -104,6 +105,7 @@ def check_compatibility(run: RunContext) -> None:
                 f"from formatter '{formatter.name}'; it handles: {', '.join(sorted(evaluator.tasks))}"
             )
     check_early_stopping(config)
+    check_few_shot(config.few_shot, run.data_task)
     if config.training.report_to:
         from .progress import check_trackers
 
@@ -314,6 +316,7 @@ def _train(run: RunContext, args: Any) -> RunResult:
     resume_counters(run, trainer, checkpoint)
     model = trainer.model
     before = evaluate(run, model, evaluation, "before")
+    few_shot = few_shot_baseline(run, model, train, evaluation)
     samples = {"before": sample_generations(run, model)}
     output = fit(run, trainer, checkpoint)
     # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
@@ -327,6 +330,8 @@ def _train(run: RunContext, args: Any) -> RunResult:
     metrics = {"train": train_metrics(trainer, output, len(train), checkpoint), "parameters": parameters,
                "before": before, "after": after, "data": data_summary,
                "wall_seconds": round(time.perf_counter() - started, 3)}
+    if few_shot:
+        metrics["few_shot"] = few_shot
     _finish_metrics(run, trainer, output, metrics, evaluation)
     if is_main_process():
         write_outputs(run, model_dir, metrics, samples)

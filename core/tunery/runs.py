@@ -159,14 +159,20 @@ def merge(engine: Engine, run_dir: str, output_dir: str) -> Path:
 
 
 def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (), data: Iterable[str] = (),
-                    format: str | None = None, overrides: Iterable[str] = ()) -> dict[str, EvalResult]:
+                    format: str | None = None, overrides: Iterable[str] = (), few_shot: int = 0,
+                    shots_from: Iterable[str] = ()) -> dict[str, EvalResult]:
     """Evaluate a run folder or a model reference; returns each evaluator's result.
 
     ``evaluators`` default to the run's own (or, for a plain model, the default evaluators of
     its data). ``data`` defaults to the run's evaluation data (its ``data.eval`` or the same
     ``val_split``), formatted with the run's formatter unless ``format`` names another one.
     ``overrides`` are ``evaluator.key=value`` option settings. An evaluator that reads its own
-    data (``uses_run_data = False``) gets ``data`` as its ``data`` option."""
+    data (``uses_run_data = False``) gets ``data`` as its ``data`` option.
+
+    ``few_shot`` > 0 is the prompting baseline (:mod:`tunery.baseline`): that many training
+    examples, drawn with the run's seed from ``shots_from`` (default: the run's training data,
+    its evaluation rows left out), go in front of every evaluation prompt; evaluators that read
+    their own data are left out then."""
     from .config import Choice, DataConfig, GenerationConfig, RunConfig, TrainingConfig, _member, apply_overrides
     from .context import RunContext
     from .evaluation import run_evaluators
@@ -205,17 +211,40 @@ def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (),
                      model_task=loaded.task, label_names=loaded.label_names, tokenizer=loaded.tokenizer,
                      device=next(loaded.model.parameters()).device)
     examples: list[dict] = []
+    splits = None
     if any(m.uses_run_data for m in members.values()):
         if formatter is None:
             raise ConfigError(f"'{target}' is not a run folder: pass --format to say how to read --data")
         if data or config.data.eval:
             examples = read_examples(run, data or config.data.eval)
         elif is_run_dir(target) and config.data.val_split != 0:  # the run's held-out split, drawn again
-            examples = build_data(run, write_problems=False)[1]
+            splits = build_data(run, write_problems=False)
+            examples = splits[1]
             run.label_names = loaded.label_names
         if not examples:
             raise ConfigError(f"no evaluation data for '{target}': pass --data")
-    return run_evaluators(run, loaded.model, examples)
+    if few_shot:
+        examples = _with_shots(run, target, examples, few_shot, list(shots_from), splits)
+    return run_evaluators(run, loaded.model, examples, run_data_only=bool(few_shot))
+
+
+def _with_shots(run: RunContext, target: str, examples: list[dict], k: int, shots_from: list[str],
+                splits: tuple | None) -> list[dict]:
+    """``tunery eval --few-shot K``: the evaluation examples with K training examples in front."""
+    from .baseline import check_few_shot, draw_shots, with_shots
+    from .run import build_data
+
+    check_few_shot(k, run.data_task, "--few-shot")
+    if not examples:
+        raise ConfigError("--few-shot needs an evaluator that scores the evaluation data (loss, generation, ...)")
+    if shots_from:
+        train = read_examples(run, shots_from)
+    elif is_run_dir(target) and run.config.data.train:
+        train = (splits or build_data(run, write_problems=False))[0]
+    else:
+        raise ConfigError(f"--few-shot: '{target}' is not a run folder; pass --shots-from with the training "
+                          "data to draw the shots from")
+    return with_shots(examples, draw_shots(train, examples, k, run.config.seed), run.config.data.max_length)[0]
 
 
 def read_examples(run: RunContext, specs: list[str]) -> list[dict]:

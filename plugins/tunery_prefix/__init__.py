@@ -26,7 +26,7 @@ class PrefixTuning(PromptLearningMethod):
     Options = PrefixOptions
 
     def check(self, options, run):
-        if run.data_task == "classification" and not backbones_take_past_key_values():
+        if run.model_task == "classification" and not backbones_take_past_key_values():
             import transformers
 
             raise IncompatibleError(
