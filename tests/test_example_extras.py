@@ -54,7 +54,7 @@ def test_installed_package_registers_a_member_of_every_family(extras_site):
     assert info["status"] == "ok" and info["distribution"] == "tunery-extras"
     assert info["members"] == {"methods": ["lnfit"], "objectives": ["focal"], "extensions": ["shrink"],
                                "formatters": ["qa"], "quantizers": [], "evaluators": ["token_accuracy"],
-                               "rewards": []}
+                               "rewards": [], "constraints": []}
 
 
 def test_its_extension_combines_with_builtin_method_and_objective(extras_site, tiny_lm, preference_files, tmp_path):

@@ -197,7 +197,7 @@ def test_cli_plugins_json_lists_builtins_and_survives_broken_plugins(broken_dist
     assert BUILTIN <= set(listed)
     assert set(listed["lora"]) == {"name", "distribution", "version", "status", "members", "hooks", "problems"}
     assert set(listed["lora"]["members"]) == {"methods", "objectives", "extensions", "formatters", "quantizers",
-                                              "evaluators", "rewards"}
+                                              "evaluators", "rewards", "constraints"}
     assert listed["broken-import"]["status"].startswith("failed")
 
 
@@ -215,7 +215,7 @@ def test_cli_help_imports_no_heavy_library():
 def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_path):
     make_distribution(tmp_path, "tunery-everything", {"everything": """
         import click
-        from tunery import Evaluator, Extension, Formatter, Method, Objective, Quantizer, Reward, hookimpl
+        from tunery import Constraint, Evaluator, Extension, Formatter, Method, Objective, Quantizer, Reward, hookimpl
 
         class Ascend(Objective):
             name = 'ascend'
@@ -231,6 +231,8 @@ def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_pat
             name = 'noop'
         class Kind(Reward):
             name = 'kind'
+        class Shout(Constraint):
+            name = 'shout'
 
         @hookimpl
         def tunery_register_methods(registry):
@@ -253,6 +255,8 @@ def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_pat
         @hookimpl
         def tunery_register_rewards(registry):
             registry.add(Kind())
+        def tunery_register_constraints(registry):
+            registry.add(Shout())
         @hookimpl
         def tunery_register_commands(cli):
             @cli.command()
@@ -266,7 +270,7 @@ def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_pat
     assert listed["everything"]["distribution"] == "tunery-everything" and listed["everything"]["version"] == "0.1"
     assert listed["everything"]["members"] == {"methods": ["noop"], "objectives": ["ascend"], "extensions": ["noise"],
                                                "formatters": ["upper"], "quantizers": ["half"], "evaluators": ["count"],
-                                               "rewards": ["kind"]}
+                                               "rewards": ["kind"], "constraints": ["shout"]}
     out = _cli("hello", "world", env_extra=env)
     assert out.returncode == 0 and out.stdout.strip() == "hello world"
     assert "hello" in _cli("--help", env_extra=env).stdout

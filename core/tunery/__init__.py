@@ -12,7 +12,7 @@ from .engine import Engine
 from .errors import (ConfigError, DataError, IncompatibleError, ModelSourceError, PluginError, RowError, TrainingError,
                      TuneryError)
 from .hookspecs import hookimpl
-from .members import EvalResult, Evaluator, Extension, Formatter, Method, Objective, Quantizer, Reward
+from .members import Constraint, EvalResult, Evaluator, Extension, Formatter, Method, Objective, Quantizer, Reward
 
 # name -> module it comes from, imported when first asked for
 _LAZY = {
@@ -44,14 +44,16 @@ _LAZY = {
     # online objectives: reward sources
     "reward_sources": "rewards", "check_reward_sources": "rewards", "RewardSources": "rewards",
     # generation and run folders
-    "generate": "generation", "complete": "generation", "is_run_dir": "runs",
+    "generate": "generation", "complete": "generation", "complete_batch": "generation", "prompt_ids": "generation",
+    "resolve_constraints": "generation", "satisfaction": "generation", "control_text": "generation",
+    "with_control": "generation", "is_run_dir": "runs",
     # command-line plugins
     "command_engine": "cli", "setup_logging": "cli", "track": "phases", "phase": "phases",
 }
 
 __all__ = [
     "Engine", "hookimpl",
-    "Method", "Objective", "Extension", "Formatter", "Quantizer", "Evaluator", "EvalResult", "Reward",
+    "Method", "Objective", "Extension", "Formatter", "Quantizer", "Evaluator", "EvalResult", "Reward", "Constraint",
     "TuneryError", "ConfigError", "PluginError", "IncompatibleError", "ModelSourceError", "DataError",
     "RowError", "TrainingError", *_LAZY, "__version__",
 ]

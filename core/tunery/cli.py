@@ -423,12 +423,25 @@ def init(path: str, force: bool) -> None:
 @click.option("--chat/--no-chat", default=None, help="Apply the tokenizer's chat template (default: when it has one).")
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--constraint", "constraints", multiple=True, metavar="NAME[:ARG]",
+              help="Decoding constraint (repeatable): stop:###, ban:words.txt, require:a,b, regex:PATTERN, "
+                   "json-schema:schema.json, repetition:1.3, length:10-40; `tunery plugins` lists them.")
+@click.option("--control", "control", multiple=True, metavar="COLUMN=VALUE",
+              help="Control code of a run trained with data.control (repeatable): --control sentiment=positive.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Prompts generated together.")
 @click.pass_context
-def generate(ctx, target, prompts, chat, max_new_tokens, temperature) -> None:
+def generate(ctx, target, prompts, chat, max_new_tokens, temperature, constraints, control, batch_size) -> None:
     """Generate with a run folder (base + adapter, or full model) or any model reference."""
     setup_logging(False)
+    values = {}
+    for item in control:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise click.UsageError(f"--control {item!r}: give COLUMN=VALUE, e.g. --control sentiment=positive")
+        values[key.strip()] = value.strip()
     outputs = get_engine(ctx).generate(target, list(prompts), chat=chat, max_new_tokens=max_new_tokens,
-                                       temperature=temperature)
+                                       temperature=temperature, constraints=list(constraints),
+                                       control=values or None, batch_size=batch_size)
     for prompt, output in zip(prompts, outputs):
         if len(prompts) > 1:
             click.echo(f"### {prompt}")

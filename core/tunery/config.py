@@ -33,6 +33,7 @@ class DataConfig:
     limit: int | None = None
     group_by_length: bool = False  # batch examples of similar length together (less padding)
     cache: bool = True  # reuse tokenised examples when files, tokenizer and formatter are unchanged
+    control: list[str] = dataclasses.field(default_factory=list)  # columns whose values become tags: <col=value>
 
     def validate(self, where: str) -> None:
         if not self.train:
@@ -154,6 +155,8 @@ class GenerationConfig:
     max_new_tokens: int = 64
     chat: bool | None = None  # None: use the chat template when the tokenizer has one
     temperature: float = 0.0
+    constraints: list[Any] = dataclasses.field(default_factory=list)  # "NAME:ARG" or {name: NAME, ...}
+    control: dict = dataclasses.field(default_factory=dict)  # control-code values for the samples
 
 
 @dataclasses.dataclass

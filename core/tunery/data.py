@@ -19,7 +19,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from .errors import DataError, RowError
 
@@ -389,6 +389,8 @@ def _format_rows(rows, formatter, options, tokenizer, run, problems):
                 raise RowError("wrong type", f"a row must be an object, got {type(row.values).__name__}")
             produced = formatter.format(row.values, tokenizer, options, run)
             produced = produced if isinstance(produced, list) else [produced]
+            if data.control:
+                produced = [add_control(example, row.values, data.control, tokenizer) for example in produced]
             fitted = []
             for example in produced:
                 example, cut = fit_length(example, data.max_length, data.truncation)
@@ -413,6 +415,31 @@ def _format_rows(rows, formatter, options, tokenizer, run, problems):
         examples.extend(fitted)
     return examples, truncated, dropped
 
+
+def add_control(example: dict, values: Mapping[str, Any], columns: list[str], tokenizer) -> dict:
+    """``example`` with control tags (``<sentiment=positive>``, from the row's ``columns``) put
+    in front of its tokens, unlearned (``data.control``); the values go to ``_control``."""
+    from .generation import control_ids, control_start
+
+    control = {}
+    for column in columns:
+        value = values.get(column)
+        if value is None or isinstance(value, (dict, list)) or str(value).strip() == "":
+            raise RowError("missing control value", f"data.control column '{column}' is missing or not a single "
+                           f"value (got {value!r}); give every row a value or remove the column from data.control")
+        control[column] = str(value).strip()
+    if "input_ids" not in example:
+        raise RowError("control codes", "data.control needs examples with input_ids (causal_lm or classification "
+                       "data), not this formatter's; remove data.control")
+    tags, start = control_ids(tokenizer, control), control_start(tokenizer, example["input_ids"])
+    out = {**example, "_control": control}
+    for key, fill in (("input_ids", None), ("labels", IGNORE), ("attention_mask", 1)):
+        if isinstance(example.get(key), list):
+            out[key] = [*example[key][:start], *(tags if fill is None else [fill] * len(tags)), *example[key][start:]]
+    return out
+
+
+IGNORE = -100
 
 SEQUENCE_KEYS = ("input_ids", "labels", "attention_mask")
 

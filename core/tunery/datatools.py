@@ -189,7 +189,7 @@ def fingerprint(run: RunContext) -> str:
                   for split, specs in (("train", cfg.train), ("eval", cfg.eval))},
         "tokenizer": tokenizer_fingerprint(run.tokenizer),
         "format": run.config.format.to_dict(),
-        "data": [cfg.max_length, cfg.truncation, cfg.limit, run.config.seed],
+        "data": [cfg.max_length, cfg.truncation, cfg.limit, run.config.seed, cfg.control],
         "code": _code_fingerprint(run.engine),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]

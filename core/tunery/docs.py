@@ -64,14 +64,16 @@ def config_markdown(engine) -> str:
              "`few_shot` (0: also score the untuned model with that many training examples before each evaluation "
              "prompt; see benchmarks-harness.md), and the sections below (`sweep:` belongs to `tunery sweep`, see "
              "sweep.md). Plugin sections (`method`, `objective`, `format`, `quantizer`, each "
-             "entry of `extensions` and `evaluators`) are a name or a mapping with `name` plus that plugin's "
+             "entry of `extensions`, `evaluators` and `generation.constraints`) are a name or a mapping with `name` plus that plugin's "
              "options. `objective` defaults to the default objective of the formatter's data (`sft` for "
-             "supervised data); `extensions` to none.", ""]
+             "supervised data); `extensions` to none. A decoding constraint is also written `NAME:ARG` "
+             "(as `tunery generate --constraint` takes it; see generation.md).", ""]
     for key, cls in NESTED.items():
         lines += [f"## `{key}`", "", inspect.cleandoc(cls.__doc__ or ""), "", *fields_table(cls), ""]
     for section, registry in (("method", engine.methods), ("objective", engine.objectives),
                               ("extensions[]", engine.extensions), ("format", engine.formatters),
-                              ("quantizer", engine.quantizers), ("evaluators[]", engine.evaluators)):
+                              ("quantizer", engine.quantizers), ("evaluators[]", engine.evaluators),
+                              ("generation.constraints[]", engine.constraints)):
         for member in registry:
             lines += [f"## `{section}: {member.name}`", "", member.description or "", ""]
             if dataclasses.fields(member.Options):

@@ -1,5 +1,5 @@
 """Base classes of the plugin families: what a method, objective, extension, formatter,
-quantizer or evaluator is.
+quantizer, evaluator or decoding constraint is.
 
 A plugin subclasses one of these, sets ``name`` (and ``Options``, a dataclass of its config
 section), and registers an instance through the matching ``tunery_register_*`` hook. This
@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
-from .errors import IncompatibleError
+from .errors import ConfigError, IncompatibleError
 from .options import NoOptions, parse
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -369,4 +369,45 @@ class Reward(Member):
         raise NotImplementedError
 
 
-FAMILIES = {cls.family: cls for cls in (Method, Objective, Extension, Formatter, Quantizer, Evaluator, Reward)}
+class Constraint(Member):
+    """A decoding constraint: steers generation (``tunery generate --constraint NAME:ARG``,
+    ``generation.constraints``, the ``generation`` evaluator's ``constraints`` option,
+    ``Engine.generate(constraints=[...])``). Any number combine; each part below is optional.
+
+    * :meth:`logits_processors` -- ``transformers.LogitsProcessor`` objects (mask tokens);
+    * :meth:`stopping_criteria` -- ``transformers.StoppingCriteria`` objects;
+    * :meth:`generate_kwargs` -- plain ``generate`` settings (``repetition_penalty``...);
+    * :meth:`finish` -- the decoded text after generation (cut at a stop string);
+    * :meth:`satisfied` -- whether a text keeps the constraint (reported by the evaluator)."""
+
+    family: ClassVar[str] = "constraints"
+    #: The option that the short form ``NAME:ARG`` sets (see :meth:`from_argument`).
+    argument: ClassVar[str] = ""
+
+    def from_argument(self, arg: str, where: str) -> dict:
+        """The raw options for the short form ``NAME:ARG``."""
+        if not self.argument:
+            raise ConfigError(f"{where}: constraint '{self.name}' takes no argument; use '{self.name}' alone")
+        return {self.argument: arg}
+
+    def logits_processors(self, options: Any, tokenizer: Any, vocab_size: int, max_new_tokens: int) -> list:
+        """Fresh logits processors for one ``generate`` call (a batch of left-padded prompts);
+        ``vocab_size`` is the width of the model's logits."""
+        return []
+
+    def stopping_criteria(self, options: Any, tokenizer: Any) -> list:
+        return []
+
+    def generate_kwargs(self, options: Any) -> dict:
+        return {}
+
+    def finish(self, text: str, options: Any) -> str:
+        return text
+
+    def satisfied(self, text: str, options: Any) -> bool | None:
+        """Whether ``text`` (a finished output) keeps this constraint; ``None``: not checkable."""
+        return None
+
+
+FAMILIES = {cls.family: cls for cls in (Method, Objective, Extension, Formatter, Quantizer, Evaluator, Reward,
+                                           Constraint)}

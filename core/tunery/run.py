@@ -24,7 +24,7 @@ from . import phases
 from .config import RunConfig, dump_yaml
 from .context import RunContext, RunResult
 from .distributed import is_main_process
-from .errors import DataError, IncompatibleError, Interrupted, TrainingError
+from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
 from .baseline import check_few_shot, few_shot_baseline
 from .evaluation import best_checkpoint, check_early_stopping
 from .loading import HEAD_MODULES, load_model, load_tokenizer, loading_kwargs
@@ -86,6 +86,13 @@ def check_compatibility(run: RunContext) -> None:
                 f"method '{method.name}'" if not method.can_generate else f"objective '{objective.name}'")
         raise IncompatibleError(f"{part} cannot generate text, but generation.prompts is set; "
                                 "remove generation.prompts")
+    if config.generation.constraints:  # a wrong constraint fails now, not after training
+        from .generation import resolve_constraints
+
+        resolve_constraints(engine.constraints, config.generation.constraints, "generation.constraints")
+    if config.generation.control and set(config.generation.control) != set(config.data.control):
+        raise ConfigError(f"generation.control gives {sorted(config.generation.control)} but data.control is "
+                          f"{config.data.control}: give a value for each data.control column")
     for i, (extension, _) in enumerate(run.extensions):
         if run.data_task not in extension.tasks:
             raise IncompatibleError(
@@ -155,6 +162,9 @@ def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict]
                  "held_out_auto": bool(n_eval) and cfg.val_split is None},
         "labels": run.label_names, "cached": prepared.cached,
     }
+    if cfg.control:  # the values seen in training, recorded so that generate can check --control
+        run.state["control"] = {c: sorted({ex["_control"][c] for ex in train}) for c in cfg.control}
+        summary["control"] = run.state["control"]
     return train, evaluation, summary
 
 
@@ -250,12 +260,14 @@ def sample_generations(run: RunContext, model: Any, phase: str = "", examples: l
         prompts, chat = held_out_prompts(run, examples, gen.from_eval), False
     if not prompts:
         return []
-    from .generation import generate
+    from .generation import generate, resolve_constraints
 
     with phases.phase(f"generating answers to {len(prompts)} prompt(s){f' {phase} training' if phase else ''} "
                    f"(up to {gen.max_new_tokens} new tokens each)"):
-        outputs = generate(model, run.tokenizer, prompts, max_new_tokens=gen.max_new_tokens,
-                           chat=chat, temperature=gen.temperature)
+        constraints = resolve_constraints(run.engine.constraints, gen.constraints, "generation.constraints")
+        outputs = generate(model, run.tokenizer, prompts, max_new_tokens=gen.max_new_tokens, chat=chat,
+                           temperature=gen.temperature, constraints=constraints,
+                           control={c: gen.control[c] for c in run.config.data.control} if gen.control else None)
     return [{"prompt": p, "output": o} for p, o in zip(prompts, outputs)]
 
 
@@ -646,6 +658,7 @@ def manifest(run: RunContext) -> dict:
                  "labels": run.label_names},
         "output": run.method.output(config.method.options),
         "model_files": model_fingerprint(run.model_source.path) if run.model_source else None,
+        **({"control": run.state["control"]} if "control" in run.state else {}),
         "plugins": {
             "method": _plugin_record(run, "methods", config.method.name),
             "objective": _plugin_record(run, "objectives", config.objective.name),

@@ -43,10 +43,11 @@ def is_run_dir(path: str | Path) -> bool:
     return (path / "manifest.json").is_file() and (path / "config.yaml").is_file()
 
 
-def load(engine: Engine, target: str, task: str | None = None) -> LoadedModel:
-    """Load a run folder (base + adapter, or the full model) or a plain model reference."""
+def load(engine: Engine, target: str, task: str | None = None, generation: bool = False) -> LoadedModel:
+    """Load a run folder (base + adapter, or the full model) or a plain model reference. With
+    ``generation``, a run whose method can merge is merged in memory (faster decoding)."""
     if is_run_dir(target):
-        return _load_run(engine, Path(target))
+        return _load_run(engine, Path(target), generation=generation)
     resolved = engine.resolve_model(target)
     tokenizer = load_tokenizer(resolved)
     labels_file = Path(resolved.path) / "labels.json"
@@ -57,7 +58,7 @@ def load(engine: Engine, target: str, task: str | None = None) -> LoadedModel:
     return LoadedModel(model, tokenizer, task, label_names=label_names)
 
 
-def _load_run(engine: Engine, path: Path, quantize: bool = True) -> LoadedModel:
+def _load_run(engine: Engine, path: Path, quantize: bool = True, generation: bool = False) -> LoadedModel:
     from .context import RunContext
     from .loading import HEAD_MODULES
 
@@ -89,6 +90,10 @@ def _load_run(engine: Engine, path: Path, quantize: bool = True) -> LoadedModel:
         if quantize:
             base = run.quantizer.after_load(base, config.quantizer.options)
         model = method.load(base, str(model_dir), config.method.options)
+        if generation:
+            from .generation import for_inference
+
+            model = for_inference(model, method, config.method.options, quantize and run.quantizer.quantizes)
     model.eval()
     return LoadedModel(model, tokenizer, task["model"], config, manifest, task.get("labels"))
 
@@ -101,6 +106,32 @@ def _check_fingerprint(engine: Engine, source: ResolvedModel, recorded: str | No
         log.warning(
             "the base model '%s' found here (%s) differs from the one run '%s' was trained on (its "
             "manifest's model_fingerprint); the adapter may not work as it did", source.reference, source.path, path)
+
+
+def run_control(loaded: LoadedModel, values: dict | None, target: str) -> dict | None:
+    """The control-code values for generating with ``loaded``, in the order the run put its tags
+    (``data.control``); every column needs a value, one the run was trained with."""
+    if loaded.config is None:  # a plain model: the tags are put as given
+        return dict(values) if values else None
+    if not loaded.config.data.control:
+        if values:
+            raise ConfigError(f"--control: run folder '{target}' was not trained with control codes (data.control is empty)")
+        return None
+    columns = loaded.config.data.control
+    seen = (loaded.manifest or {}).get("control", {})
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(columns))
+    if unknown:
+        raise ConfigError(f"--control {unknown[0]}=...: run folder '{target}' has control columns {', '.join(columns)}")
+    missing = [c for c in columns if c not in values]
+    if missing:
+        raise ConfigError(f"run folder '{target}' was trained with control codes for {', '.join(columns)}: "
+                          f"pass --control {missing[0]}=VALUE (values seen in training: {', '.join(seen.get(missing[0], []))})")
+    for column in columns:
+        if seen.get(column) and str(values[column]) not in seen[column]:
+            raise ConfigError(f"--control {column}={values[column]}: run folder '{target}' saw only "
+                              f"{', '.join(seen[column])} for {column} in training")
+    return {c: str(values[c]) for c in columns}
 
 
 def check_can_generate(engine: Engine, target: str) -> None:
