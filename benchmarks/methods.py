@@ -3,7 +3,7 @@
     python benchmarks/methods.py [--steps 5] [--max-length 128] [--rows 64] [--threads 1] [--only lora,ia3]
 
 Causal LM: SmolLM2-135M-Instruct (bundled) on Alpaca rows; classification: all-MiniLM-L6-v2 on
-SST-5 sentences (both from ../shared/data). Each method runs in its own process, so its peak
+SST-5 sentences (both from benchmarks/data). Each method runs in its own process, so its peak
 RSS is its own. Reported: trainable parameters in %, milliseconds per optimizer step (the first
 step, which warms up, left out) and its ratio to full fine-tuning in the same job, peak RSS,
 and the training loss at the last step.
@@ -32,20 +32,13 @@ METHODS = {  # options per method, the same for both tasks where the method trai
 LEARNING_RATES = {"full": 2e-5, "freeze": 5e-5}  # adapters: 2e-4 (tunery's default)
 
 
-def data_dir() -> Path:
-    for candidate in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data"):
-        if (candidate / "alpaca_en_demo.json").is_file():
-            return candidate
-    sys.exit("benchmark data not found: it needs shared/data beside the project (alpaca_en_demo.json, sst5_train.txt)")
-
-
 def write_data(folder: Path, rows: int) -> dict[str, Path]:
-    source = data_dir()
-    alpaca = json.loads((source / "alpaca_en_demo.json").read_text())[:rows]
+    source = ROOT / "benchmarks" / "data"
+    alpaca = json.loads((source / "alpaca_sample.json").read_text())[:rows]
     causal = folder / "alpaca.json"
     causal.write_text(json.dumps(alpaca))
     sentences = []
-    for line in (source / "sst5_train.txt").read_text().splitlines()[:rows]:
+    for line in (source / "sst5_sample.txt").read_text().splitlines()[:rows]:
         label, _, text = line.partition("\t")
         sentences.append({"text": text, "label": label.replace("__label__", "")})
     labelled = folder / "sst5.jsonl"

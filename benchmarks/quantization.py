@@ -1,7 +1,7 @@
 """Quantized LoRA: peak memory, step time and eval loss for each quantizer, in one job.
 
 Every mode trains the same workload in its own subprocess, one after the other -- LoRA r16
-alpha 32 dropout 0 on all linear layers, the first 32 rows of ``alpaca_en_demo.json`` (the next
+alpha 32 dropout 0 on all linear layers, the first 32 rows of ``benchmarks/data/alpaca_sample.json`` (the next
 8 for evaluation; rows whose prompt fills the max length are skipped), max length
 ``--max-length``, batch 4, lr 1e-3, seed 0, ``--steps`` optimizer steps, gradient
 checkpointing off everywhere -- and reports peak RSS (peak CUDA memory with
@@ -38,8 +38,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent.parent / "shared" if (ROOT.parent.parent / "shared").exists() else ROOT.parent / "shared"
-DATA = SHARED / "data" / "alpaca_en_demo.json"
+DATA = ROOT / "benchmarks" / "data" / "alpaca_sample.json"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 QUANTIZERS = {
     "none": "none",

@@ -1,6 +1,6 @@
 """Reward model benchmark: held-out pairwise accuracy before and after training, and time.
 
-Trains ``--objective reward`` with ``--method lora`` on ../shared/data/dpo_en_demo.json (ShareGPT
+Trains ``--objective reward`` with ``--method lora`` on benchmarks/data/dpo_en_demo.json (ShareGPT
 preference pairs): a seeded 80% of the pairs to train, 20% held out, on SmolLM2-135M and on
 MiniLM, with sequences truncated from the left (the reward head reads the last token) to a
 length that fits a CPU budget of about 15 minutes for both models.
@@ -17,9 +17,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# ../shared next to the checkout (or next to the folder of worktrees)
-CANDIDATES = [root / "shared" / "data" / "dpo_en_demo.json" for root in (HERE.parent.parent, HERE.parent.parent.parent)]
-DATA = next((p for p in CANDIDATES if p.is_file()), CANDIDATES[0])
+DATA = HERE / "data" / "dpo_en_demo.json"
 
 MODELS = {  # reference, max_length, learning rate, batch size
     "smollm2": ("HuggingFaceTB/SmolLM2-135M-Instruct", 64, 3e-4, 4),

@@ -1,7 +1,7 @@
 """LoRA SFT speed and memory: tunery against the plain transformers+peft script, in one job.
 
-Runs ``../shared/baselines/hf_peft_sft.py`` (fp32 and ``--bf16``) and tunery on the same
-workload -- SmolLM2-135M, the first 32 rows of ``alpaca_en_demo.json``, max length 256, batch 4,
+Runs ``benchmarks/reference/hf_peft_sft.py`` (fp32 and ``--bf16``) and tunery on the same
+workload -- SmolLM2-135M, the first 32 rows of ``benchmarks/data/alpaca_sample.json``, max length 256, batch 4,
 1 epoch, LoRA r16 alpha 32 dropout 0 on all linear layers, lr 2e-4, seed 0, the Alpaca prompt
 template -- each in its own subprocess, one after the other, and prints real tokens/s, training
 and process wall time, peak memory (RSS; CUDA max allocated on a GPU) and loss, with ratios
@@ -38,9 +38,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent.parent / "shared" if (ROOT.parent.parent / "shared").exists() else ROOT.parent / "shared"
-BASELINE = SHARED / "baselines" / "hf_peft_sft.py"
-DATA = SHARED / "data" / "alpaca_en_demo.json"
+BASELINE = ROOT / "benchmarks" / "reference" / "hf_peft_sft.py"
+DATA = ROOT / "benchmarks" / "data" / "alpaca_sample.json"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TUNERY_MODES = {
     "defaults": [],

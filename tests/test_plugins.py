@@ -197,7 +197,7 @@ def test_cli_plugins_json_lists_builtins_and_survives_broken_plugins(broken_dist
     assert BUILTIN <= set(listed)
     assert set(listed["lora"]) == {"name", "distribution", "version", "status", "members", "hooks", "problems"}
     assert set(listed["lora"]["members"]) == {"methods", "objectives", "extensions", "formatters", "quantizers",
-                                              "evaluators"}
+                                              "evaluators", "rewards", "constraints"}
     assert listed["broken-import"]["status"].startswith("failed")
 
 
@@ -215,7 +215,7 @@ def test_cli_help_imports_no_heavy_library():
 def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_path):
     make_distribution(tmp_path, "tunery-everything", {"everything": """
         import click
-        from tunery import Evaluator, Extension, Formatter, Method, Objective, Quantizer, hookimpl
+        from tunery import Constraint, Evaluator, Extension, Formatter, Method, Objective, Quantizer, Reward, hookimpl
 
         class Ascend(Objective):
             name = 'ascend'
@@ -229,6 +229,10 @@ def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_pat
             name = 'count'
         class Noop(Method):
             name = 'noop'
+        class Kind(Reward):
+            name = 'kind'
+        class Shout(Constraint):
+            name = 'shout'
 
         @hookimpl
         def tunery_register_methods(registry):
@@ -249,6 +253,11 @@ def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_pat
         def tunery_register_evaluators(registry):
             registry.add(Count())
         @hookimpl
+        def tunery_register_rewards(registry):
+            registry.add(Kind())
+        def tunery_register_constraints(registry):
+            registry.add(Shout())
+        @hookimpl
         def tunery_register_commands(cli):
             @cli.command()
             @click.argument('who')
@@ -260,7 +269,8 @@ def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_pat
     listed = {p["name"]: p for p in json.loads(_cli("plugins", "--json", env_extra=env).stdout)}
     assert listed["everything"]["distribution"] == "tunery-everything" and listed["everything"]["version"] == "0.1"
     assert listed["everything"]["members"] == {"methods": ["noop"], "objectives": ["ascend"], "extensions": ["noise"],
-                                               "formatters": ["upper"], "quantizers": ["half"], "evaluators": ["count"]}
+                                               "formatters": ["upper"], "quantizers": ["half"], "evaluators": ["count"],
+                                               "rewards": ["kind"], "constraints": ["shout"]}
     out = _cli("hello", "world", env_extra=env)
     assert out.returncode == 0 and out.stdout.strip() == "hello world"
     assert "hello" in _cli("--help", env_extra=env).stdout

@@ -90,6 +90,17 @@ def test_score_command_reproduces_the_evaluator(reward_run, preference_files, ru
     assert good > bad
 
 
+def test_score_follows_the_runs_on_bad_row_and_takes_set(reward_run, preference_files, run_cli, tmp_path):
+    rows = preference_files[1].read_text().splitlines()[:3] + ['{"prompt": "Hi?", "chosen": "Same.", "rejected": "Same."}']
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    refused = run_cli("score", reward_run, "--data", data)
+    assert refused.exit_code == 5 and f"{data}:4: identical responses" in refused.output
+    result = run_cli("score", reward_run, "--data", data, "--set", "data.on_bad_row=skip")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 3 and "skipped=1" in result.output
+
+
 def test_score_refuses_a_run_that_is_not_a_reward_model(run_cli, tmp_path, preference_files):
     (tmp_path / "run").mkdir()
     result = run_cli("score", tmp_path / "run", "--data", preference_files[1])

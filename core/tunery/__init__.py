@@ -12,12 +12,13 @@ from .engine import Engine
 from .errors import (ConfigError, DataError, IncompatibleError, ModelSourceError, PluginError, RowError, TrainingError,
                      TuneryError)
 from .hookspecs import hookimpl
-from .members import EvalResult, Evaluator, Extension, Formatter, Method, Objective, Quantizer
+from .members import Constraint, EvalResult, Evaluator, Extension, Formatter, Method, Objective, Quantizer, Reward
 
 # name -> module it comes from, imported when first asked for
 _LAZY = {
     # the run
     "RunContext": "context", "RunResult": "context", "RunConfig": "config", "Choice": "config",
+    "load_raw": "config", "apply_overrides": "config", "Interrupted": "errors", "md_table": "report",
     "Registry": "registry", "PluginInfo": "plugins",
     # model sources
     "ResolvedModel": "models", "ModelListing": "models",
@@ -32,7 +33,7 @@ _LAZY = {
     "read_tools": "chat",
     # methods and quantizers built on peft / bitsandbytes
     "PeftMethod": "peft_support", "PromptLearningMethod": "peft_support", "target_modules": "peft_support",
-    "trainable_summary": "peft_support", "BnbQuantizer": "bnb_support", "bf16_default": "training",
+    "trainable_summary": "peft_support", "linear_names": "peft_support", "BnbQuantizer": "bnb_support", "bf16_default": "training",
     # evaluation
     "logits": "evaluation", "loss_sum": "evaluation", "example_losses": "evaluation", "split_example": "evaluation",
     "describe": "evaluation",
@@ -40,17 +41,21 @@ _LAZY = {
     "pair_logps": "preference", "pair_scores": "preference", "sequence_logps": "preference",
     "score_examples": "preference", "pair_metrics": "preference", "record": "preference",
     "metrics_callback": "preference",
+    # online objectives: reward sources
+    "reward_sources": "rewards", "check_reward_sources": "rewards", "RewardSources": "rewards",
     # generation and run folders
-    "generate": "generation", "complete": "generation", "is_run_dir": "runs",
+    "generate": "generation", "complete": "generation", "complete_batch": "generation", "prompt_ids": "generation",
+    "resolve_constraints": "generation", "satisfaction": "generation", "control_text": "generation",
+    "with_control": "generation", "is_run_dir": "runs",
     # command-line plugins
-    "command_engine": "cli", "setup_logging": "cli",
+    "command_engine": "cli", "setup_logging": "cli", "track": "phases", "phase": "phases",
     # continual learning
     "source_examples": "stages", "sources_of": "stages",
 }
 
 __all__ = [
     "Engine", "hookimpl",
-    "Method", "Objective", "Extension", "Formatter", "Quantizer", "Evaluator", "EvalResult",
+    "Method", "Objective", "Extension", "Formatter", "Quantizer", "Evaluator", "EvalResult", "Reward", "Constraint",
     "TuneryError", "ConfigError", "PluginError", "IncompatibleError", "ModelSourceError", "DataError",
     "RowError", "TrainingError", *_LAZY, "__version__",
 ]

@@ -234,8 +234,8 @@ def train(ctx, config, data, overrides, overwrite, resume, force_resume, verbose
         return
     _print_samples(result.samples)
     train_metrics = result.metrics["train"]
-    click.echo(f"trained {train_metrics['steps']} steps in {train_metrics['seconds']} s, final loss "
-               f"{train_metrics['loss']}, {train_metrics['tokens_per_s']} tokens/s")
+    click.echo(f"trained {train_metrics['steps']} steps in {train_metrics['seconds']:.1f} s, final loss "
+               f"{_fmt(train_metrics['loss'])}, {train_metrics['tokens_per_s']:.0f} tokens/s")
     for phase in ("before", "after"):
         if result.metrics.get(phase):
             click.echo(f"{phase:>6}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in result.metrics[phase].items()
@@ -291,23 +291,54 @@ def _data_options(fn):
 
 
 @data.command()
-@click.argument("paths", nargs=-1, required=True)
-@_data_options
-@click.option("--model", help="Tokenize with this model's tokenizer (default: a small built-in one).")
-@click.option("--truncation", type=click.Choice(["error", "right", "left", "drop"]), default="error",
-              show_default=True, help="What a row longer than --max-length is.")
+@click.argument("paths", nargs=-1)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="The run's config file: check with its model's tokenizer, format options, max_length and "
+                   "truncation, as training will (PATHS default to its data; a first PATH ending .yaml works too).")
+@click.option("--format", "format_name", help="Data formatter plugin (required without a config).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="With a config: any config key (data.max_length=1024); without: a formatter option "
+                   "(train_on=last_assistant). Repeatable.")
+@click.option("--max-length", type=int, help="Token limit (default: the config's, 512 with --model, none otherwise).")
+@click.option("--model", help="Tokenize with this model's tokenizer (default: the config's model, else a small built-in one).")
+@click.option("--truncation", type=click.Choice(["error", "right", "left", "drop"]),
+              help="What a row longer than the limit is (default: as training, right; left for preference pairs).")
 @click.pass_context
-def check(ctx, paths, format_name, overrides, max_length, model, truncation) -> None:
-    """List every bad row of PATHS (files, folders, globs, hub names) with its file, line or row
-    and reason, then the count per reason. Exit code 5 when any row is bad."""
-    from .datatools import check as check_data, check_report
+def check(ctx, paths, config_file, format_name, overrides, max_length, model, truncation) -> None:
+    """List every bad row of PATHS (files, folders, globs, hub names), or of a run's data (CONFIG),
+    with its file, line or row and reason, then the count per reason. Exit code 5 when any row is bad."""
+    from .datatools import check as check_data, check_config, check_report
     from .errors import DataError
 
-    result = check_data(get_engine(ctx), format_name, list(paths), options=_format_options(overrides),
-                        model=model, max_length=max_length, truncation=truncation)
-    for line in check_report(result):
-        click.echo(line)
-    if result.problems:
+    if not config_file and paths and paths[0].endswith((".yaml", ".yml")):
+        config_file, paths = paths[0], paths[1:]
+    engine = get_engine(ctx)
+    if config_file:
+        from .config import load_raw
+
+        sets = [f"{key}={json.dumps(value)}" for key, value in (
+            ("model", model), ("format.name", format_name), ("data.max_length", max_length),
+            ("data.truncation", truncation)) if value is not None]
+        results = check_config(engine, engine.config(load_raw(config_file), [*sets, *overrides]), list(paths))
+    else:
+        if not format_name:
+            raise click.UsageError("give the run's CONFIG file, or --format (and PATHS)")
+        if not paths:
+            raise click.UsageError("give the data PATHS to check, or the run's CONFIG file")
+        results = {"": check_data(engine, format_name, list(paths), options=_format_options(overrides),
+                                  model=model, max_length=max_length, truncation=truncation)}
+    bad = False
+    for split, result in results.items():
+        if split and len(results) > 1:
+            click.echo(f"{split} data:")
+        for line in check_report(result):
+            click.echo(line)
+        bad = bad or bool(result.problems)
+    if not config_file and not model:
+        click.echo("not checked: token lengths and masking with the run's tokenizer and data.max_length (a small "
+                   "built-in tokenizer was used, with no length limit); pass the run's config "
+                   "(tunery data check CONFIG) or --model to check what training will see")
+    if bad:
         ctx.exit(DataError.exit_code)
 
 
@@ -361,7 +392,7 @@ evaluators: [loss]      # measured before and after training; also classificatio
 
 training:
   epochs: 3
-  learning_rate: 2.0e-4
+  # learning_rate: 2.0e-4   # unset: the method's default (lora 2e-4, full 2e-5, prompt 1e-2: docs/learning-rates.md)
   batch_size: 4
   grad_accum: 1
   eval_steps: null      # also evaluate every N steps (needed by early_stopping)
@@ -398,12 +429,25 @@ def init(path: str, force: bool) -> None:
 @click.option("--chat/--no-chat", default=None, help="Apply the tokenizer's chat template (default: when it has one).")
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--constraint", "constraints", multiple=True, metavar="NAME[:ARG]",
+              help="Decoding constraint (repeatable): stop:###, ban:words.txt, require:a,b, regex:PATTERN, "
+                   "json-schema:schema.json, repetition:1.3, length:10-40; `tunery plugins` lists them.")
+@click.option("--control", "control", multiple=True, metavar="COLUMN=VALUE",
+              help="Control code of a run trained with data.control (repeatable): --control sentiment=positive.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Prompts generated together.")
 @click.pass_context
-def generate(ctx, target, prompts, chat, max_new_tokens, temperature) -> None:
+def generate(ctx, target, prompts, chat, max_new_tokens, temperature, constraints, control, batch_size) -> None:
     """Generate with a run folder (base + adapter, or full model) or any model reference."""
     setup_logging(False)
+    values = {}
+    for item in control:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise click.UsageError(f"--control {item!r}: give COLUMN=VALUE, e.g. --control sentiment=positive")
+        values[key.strip()] = value.strip()
     outputs = get_engine(ctx).generate(target, list(prompts), chat=chat, max_new_tokens=max_new_tokens,
-                                       temperature=temperature)
+                                       temperature=temperature, constraints=list(constraints),
+                                       control=values or None, batch_size=batch_size)
     for prompt, output in zip(prompts, outputs):
         if len(prompts) > 1:
             click.echo(f"### {prompt}")
@@ -434,8 +478,11 @@ def merge(ctx, run_dir, output_dir) -> None:
 @click.option("--compare", nargs=2, metavar="RUN_A RUN_B", type=click.Path(file_okay=False, exists=True),
               help="Put two finished runs' metrics side by side instead.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Write metrics, worst examples and outputs here (JSON).")
+@click.option("--few-shot", type=click.IntRange(min=0), default=0, metavar="K",
+              help="Prompting baseline: K training examples in front of each evaluation prompt.")
+@click.option("--shots-from", multiple=True, help="Data to draw the --few-shot examples from (default: the run's training data).")
 @click.pass_context
-def eval_(ctx, target, evaluators, data, format, overrides, compare, output) -> None:
+def eval_(ctx, target, evaluators, data, format, overrides, compare, output, few_shot, shots_from) -> None:
     """Evaluate a run folder or model (TARGET), or compare two runs (--compare RUN_A RUN_B)."""
     setup_logging(False)
     if compare:
@@ -445,7 +492,7 @@ def eval_(ctx, target, evaluators, data, format, overrides, compare, output) -> 
         return
     if not target:
         raise click.UsageError("give a run folder or model to evaluate, or --compare RUN_A RUN_B")
-    results = get_engine(ctx).evaluate(target, evaluators, data, format, overrides)
+    results = get_engine(ctx).evaluate(target, evaluators, data, format, overrides, few_shot, shots_from)
     for name, result in results.items():
         for key, value in result.metrics.items():
             click.echo(f"{name}/{key} = {_fmt(value)}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 from .errors import ConfigError
-from .options import at_least, coerce, parse, to_dict, unknown_key_error
+from .options import at_least, closest, coerce, parse, to_dict, unknown_key_error
 
 
 @dataclasses.dataclass
@@ -29,10 +29,11 @@ class DataConfig:
     max_length: int = 512
     packing: bool | None = None  # None: on for causal-LM data when the method supports it
     on_bad_row: Literal["error", "skip"] = "error"
-    truncation: Literal["right", "left", "drop", "error"] = "right"
+    truncation: Literal["right", "left", "drop", "error"] | None = None  # None: the formatter's (right; preference: left)
     limit: int | None = None
     group_by_length: bool = False  # batch examples of similar length together (less padding)
     cache: bool = True  # reuse tokenised examples when files, tokenizer and formatter are unchanged
+    control: list[str] = dataclasses.field(default_factory=list)  # columns whose values become tags: <col=value>
 
     def validate(self, where: str) -> None:
         if not self.train:
@@ -51,7 +52,7 @@ class TrainingConfig:
 
     epochs: float = 1.0
     max_steps: int = -1
-    learning_rate: float = 2e-4
+    learning_rate: float | None = None  # None: the method's measured default (Method.default_learning_rate)
     batch_size: int = 4
     grad_accum: int = 1
     warmup_ratio: float = 0.0
@@ -77,7 +78,7 @@ class TrainingConfig:
             raise ConfigError(f"config key '{where}.max_steps' must be a positive number of steps (or -1 for epochs)")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"config key '{where}.warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
-        if self.learning_rate <= 0:
+        if self.learning_rate is not None and self.learning_rate <= 0:
             raise ConfigError(f"config key '{where}.learning_rate' must be positive, got {self.learning_rate}")
         if self.epochs <= 0:
             raise ConfigError(f"config key '{where}.epochs' must be positive, got {self.epochs} "
@@ -120,14 +121,42 @@ class EarlyStoppingConfig:
         return not self.metric.rsplit("/", 1)[-1].endswith(("loss", "perplexity"))
 
 
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+@dataclasses.dataclass
+class ModelLoadingConfig:
+    """How the base model's weights are loaded (``from_pretrained``'s attn_implementation and dtype)."""
+
+    attn_implementation: str | None = None  # None: transformers' choice (sdpa where it can); eager, flash_attention_2, ...
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"  # auto: as stored in the checkpoint
+
+    def validate(self, where: str) -> None:
+        import importlib.util
+
+        if self.attn_implementation is None:
+            return
+        if self.attn_implementation not in ATTENTION:
+            raise ConfigError(f"config key '{where}.attn_implementation' must be one of {', '.join(ATTENTION)}, "
+                              f"got {self.attn_implementation!r}{closest(self.attn_implementation, ATTENTION)}")
+        package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}.get(
+            self.attn_implementation)
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"config key '{where}.attn_implementation={self.attn_implementation}' needs the "
+                              f"{package} package (and a CUDA GPU): pip install flash-attn, or use sdpa")
+
+
 @dataclasses.dataclass
 class GenerationConfig:
     """Prompts answered before and after training, so the change is visible."""
 
     prompts: list[str] = dataclasses.field(default_factory=list)
+    from_eval: int = 2  # without prompts: answer the prompts of the first N evaluation examples (0: none)
     max_new_tokens: int = 64
     chat: bool | None = None  # None: use the chat template when the tokenizer has one
     temperature: float = 0.0
+    constraints: list[Any] = dataclasses.field(default_factory=list)  # "NAME:ARG" or {name: NAME, ...}
+    control: dict = dataclasses.field(default_factory=dict)  # control-code values for the samples
 
 
 @dataclasses.dataclass
@@ -161,7 +190,9 @@ class RunConfig:
     overwrite: bool = False
     resume: str | None = None  # "auto" (newest complete checkpoint of the run folder) or a checkpoint folder
     resume_force: bool = False  # resume even though the config, data or plugins changed
+    few_shot: int = 0  # also score the untuned model with this many training examples before each eval prompt
     early_stopping: EarlyStoppingConfig = dataclasses.field(default_factory=EarlyStoppingConfig)
+    model_loading: ModelLoadingConfig = dataclasses.field(default_factory=ModelLoadingConfig)
     stages: list = dataclasses.field(default_factory=list)  # continual learning: each stage's RunConfig
 
     def to_dict(self) -> dict:
@@ -191,10 +222,10 @@ SECTIONS = {"method": "methods", "objective": "objectives", "format": "formatter
 LISTS = {"extensions": "extensions", "evaluators": "evaluators"}
 SIMPLE = {
     "model": str, "output_dir": str, "seed": int, "trust_remote_code": bool, "overwrite": bool,
-    "resume": str | None, "resume_force": bool,
+    "resume": str | None, "resume_force": bool, "few_shot": int,
 }
 NESTED = {"data": DataConfig, "training": TrainingConfig, "generation": GenerationConfig,
-          "early_stopping": EarlyStoppingConfig}
+          "early_stopping": EarlyStoppingConfig, "model_loading": ModelLoadingConfig}
 TOP_KEYS = set(SIMPLE) | set(NESTED) | set(SECTIONS) | set(LISTS)  # and `stages`: see tunery.stages
 
 
@@ -226,6 +257,11 @@ def load_raw(source: Mapping[str, Any] | str | os.PathLike) -> dict:
             elif isinstance(data.get(key), list):
                 data[key] = [_relative(p, base, f"data.{key}[{i}]", path) if isinstance(p, str) else p
                              for i, p in enumerate(data[key])]
+    extra = (raw.get("training") or {}).get("extra") if isinstance(raw.get("training"), dict) else None
+    if isinstance(extra, dict):  # launch files (DeepSpeed, FSDP) too: relative to the config file
+        for key in ("deepspeed", "fsdp_config"):
+            if isinstance(extra.get(key), str) and extra[key].endswith(".json"):
+                extra[key] = _relative(extra[key], base, f"training.extra.{key}", path)
     return raw
 
 
@@ -300,6 +336,9 @@ def _section(raw: Any, where: str) -> tuple[str, dict]:
 def parse_config(raw: Mapping[str, Any], registries: Mapping[str, Any]) -> RunConfig:
     """Validate a raw config mapping against the core keys and each chosen plugin's options."""
     raw = dict(raw)
+    if "sweep" in raw:
+        raise ConfigError("this config has a 'sweep:' section: run it with `tunery sweep CONFIG` "
+                          "(pip install 'tunery[sweep]'), or remove the section to train once")
     for key in raw:
         if key not in TOP_KEYS:
             raise unknown_key_error(key, TOP_KEYS, "")
@@ -312,12 +351,18 @@ def parse_config(raw: Mapping[str, Any], registries: Mapping[str, Any]) -> RunCo
             values[key] = coerce(raw[key], tp, key)
     if not 0 <= values.get("seed", 0) <= MAX_SEED:
         raise ConfigError(f"config key 'seed' must be in 0..{MAX_SEED} (2**32-1), got {values['seed']}")
+    if values.get("few_shot", 0) < 0:
+        raise ConfigError(f"config key 'few_shot' must be 0 or more (training examples shown before each "
+                          f"evaluation prompt), got {values['few_shot']}")
     for key, cls in NESTED.items():
         section = raw.get(key) or {}
         if not isinstance(section, Mapping):
             raise ConfigError(f"config key '{key}' must be a mapping, got {section!r}")
         values[key] = parse(cls, section, key)
-    task = _member(registries["formatters"], _section(raw["format"], "format")[0], "format").task
+    formatter = _member(registries["formatters"], _section(raw["format"], "format")[0], "format")
+    task = formatter.task
+    if values["data"].truncation is None:
+        values["data"].truncation = formatter.default_truncation
     for key, family in SECTIONS.items():
         if key not in raw or raw[key] is None:
             raw[key] = _default_objective(registries, task) if key == "objective" else "none"

@@ -27,7 +27,7 @@ class RunContext:
     output_dir: Path
     engine: Engine
     data_task: str  # what the formatter produces: causal_lm, classification, preference, ...
-    model_task: str = "causal_lm"  # the head loaded: causal_lm or classification
+    model_task: str = "causal_lm"  # the head loaded: causal_lm, classification, seq2seq, token_classification
     num_labels: int | None = None
     label_names: list[str] | None = None
     tokenizer: Any = None
@@ -77,7 +77,9 @@ class RunContext:
     @property
     def can_generate(self) -> bool:
         """Whether the tuned model of this run generates text."""
-        return self.model_task == "causal_lm" and self.method.can_generate and self.objective.can_generate
+        from .members import GENERATIVE_TASKS
+
+        return self.model_task in GENERATIVE_TASKS and self.method.can_generate and self.objective.can_generate
 
     def notify(self, hook: str, **kwargs) -> None:
         """Call a lifecycle hook; a plugin that raises is reported by name and the run goes on."""

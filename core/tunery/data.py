@@ -19,11 +19,11 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from .errors import DataError, RowError
 
-SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
+SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".conll")
 HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+(:[\w.-]+)?")
 
 
@@ -201,6 +201,8 @@ def read_rows(path: str, problems: list[Problem]) -> Iterator[Row]:
         yield from _read_json(path, problems)
     elif suffix == ".csv":
         yield from _read_csv(path, problems)
+    elif suffix == ".conll":
+        raise DataError(f"data file '{path}' is a CoNLL file: read it with a formatter that reads CoNLL (format: ner)")
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -335,14 +337,18 @@ class Examples:
         return out
 
 
-def load_rows(specs: list[str], limit: int | None = None) -> tuple[list[Row], list[str], list[Problem]]:
-    """All rows of the files named by ``specs`` (at most ``limit``), the files, and read problems."""
+def load_rows(specs: list[str], limit: int | None = None,
+              reader: Any = None) -> tuple[list[Row], list[str], list[Problem]]:
+    """All rows of the files named by ``specs`` (at most ``limit``), the files, and read problems.
+    ``reader(path, problems)`` may read a file itself (the formatter's
+    :meth:`~tunery.Formatter.read_file`); where it returns None, the file is read by its suffix."""
     files = expand_paths(specs)
     problems: list[Problem] = []
     rows: list[Row] = []
     for path in files:
         before = (len(rows), len(problems))
-        for row in read_rows(path, problems):
+        own = reader(path, problems) if reader is not None else None
+        for row in own if own is not None else read_rows(path, problems):
             rows.append(row)
             if limit is not None and len(rows) >= limit:
                 return rows, files, problems
@@ -363,11 +369,16 @@ def note(what: str) -> None:
 
 
 def format_rows(rows: list[Row], formatter, options, tokenizer, run, problems: list[Problem],
-                notes: collections.Counter | None = None) -> tuple[list[dict], int, int]:
+                notes: collections.Counter | None = None, what: str | None = None) -> tuple[list[dict], int, int]:
     """Examples for ``rows``, the number truncated and the number dropped as too long
     (``data.truncation=drop``); bad rows (including those left with nothing to learn) go to
-    ``problems``, the counts of what the formatter noted (:func:`note`) to ``notes``."""
+    ``problems``, the counts of what the formatter noted (:func:`note`) to ``notes``. With
+    ``what`` (e.g. "tokenising the training data"), progress is shown."""
     token = _NOTES.set(collections.Counter() if notes is None else notes)
+    if what and rows:
+        from .phases import track
+
+        rows = track(rows, len(rows), what)
     try:
         return _format_rows(rows, formatter, options, tokenizer, run, problems)
     finally:
@@ -384,11 +395,22 @@ def _format_rows(rows, formatter, options, tokenizer, run, problems):
                 raise RowError("wrong type", f"a row must be an object, got {type(row.values).__name__}")
             produced = formatter.format(row.values, tokenizer, options, run)
             produced = produced if isinstance(produced, list) else [produced]
+            if data.control:
+                produced = [add_control(example, row.values, data.control, tokenizer) for example in produced]
             fitted = []
             for example in produced:
                 example, cut = fit_length(example, data.max_length, data.truncation)
                 truncated += cut
-                check_trainable(example, formatter.task)
+                try:
+                    check_trainable(example, formatter.task)
+                except RowError as exc:
+                    if not cut:
+                        raise
+                    keeps = "start" if data.truncation == "right" else "end"
+                    other = "left" if data.truncation == "right" else "right"
+                    raise RowError(exc.reason, f"data.max_length={data.max_length} with data.truncation="
+                                   f"{data.truncation} (keeps the {keeps}) cut off every trained token; set "
+                                   f"data.truncation={other} or raise data.max_length") from None
                 fitted.append({**example, **row.tags} if row.tags else example)
         except RowError as exc:
             if exc.reason == "too long" and data.truncation == "drop":
@@ -399,6 +421,31 @@ def _format_rows(rows, formatter, options, tokenizer, run, problems):
         examples.extend(fitted)
     return examples, truncated, dropped
 
+
+def add_control(example: dict, values: Mapping[str, Any], columns: list[str], tokenizer) -> dict:
+    """``example`` with control tags (``<sentiment=positive>``, from the row's ``columns``) put
+    in front of its tokens, unlearned (``data.control``); the values go to ``_control``."""
+    from .generation import control_ids, control_start
+
+    control = {}
+    for column in columns:
+        value = values.get(column)
+        if value is None or isinstance(value, (dict, list)) or str(value).strip() == "":
+            raise RowError("missing control value", f"data.control column '{column}' is missing or not a single "
+                           f"value (got {value!r}); give every row a value or remove the column from data.control")
+        control[column] = str(value).strip()
+    if "input_ids" not in example:
+        raise RowError("control codes", "data.control needs examples with input_ids (causal_lm or classification "
+                       "data), not this formatter's; remove data.control")
+    tags, start = control_ids(tokenizer, control), control_start(tokenizer, example["input_ids"])
+    out = {**example, "_control": control}
+    for key, fill in (("input_ids", None), ("labels", IGNORE), ("attention_mask", 1)):
+        if isinstance(example.get(key), list):
+            out[key] = [*example[key][:start], *(tags if fill is None else [fill] * len(tags)), *example[key][start:]]
+    return out
+
+
+IGNORE = -100
 
 SEQUENCE_KEYS = ("input_ids", "labels", "attention_mask")
 
@@ -443,5 +490,14 @@ def problems_message(problems: list[Problem], what: str, shown: int = 20) -> str
     lines += [f"  {p}" for p in problems[:shown]]
     if len(problems) > shown:
         lines.append(f"  ... and {len(problems) - shown} more (`tunery data check` lists them all)")
-    lines.append("Fix these rows, or set data.on_bad_row=skip to train without them (they are counted and reported).")
+    fixes = [FIXES[reason] for reason in counts if reason in FIXES]
+    if any("data.truncation=" in p.detail and "cut off every trained token" in p.detail for p in problems):
+        fixes.insert(0, "set data.truncation as the rows say (or raise data.max_length)")
+    lines.append("Fix: " + "; ".join(dict.fromkeys(fixes + ["fix these rows, or set data.on_bad_row=skip to train "
+                                                            "without them (they are counted and reported)"])) + ".")
     return "\n".join(lines)
+
+
+FIXES = {  # the config key that fixes a reason, before the last resort of skipping rows
+    "too long": "raise data.max_length, or set data.truncation=right (keep the start) or left (keep the end)",
+}

@@ -18,17 +18,20 @@ import json
 import os
 import shutil
 import sys
+import logging
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import data as datapipe
 from .errors import DataError
+from .members import LABELLED_TASKS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
     from .context import RunContext
 
+log = logging.getLogger("tunery")
 MARK_OPEN, MARK_CLOSE = "\u27e6", "\u27e7"  # ⟦trained⟧ spans in previews
 CACHE_VERSION = "2"
 
@@ -68,16 +71,18 @@ def read_split(run: RunContext, specs: list[str], split: str) -> tuple[list, lis
     """Rows of ``specs`` (``data.limit`` applies to train) after the formatter's ``prepare_rows``,
     the files read, and the rows that could not be read."""
     limit = run.config.data.limit if split == "train" else None
-    rows, files, problems = datapipe.load_rows(specs, limit) if specs else ([], [], [])
-    rows = run.formatter.prepare_rows(rows, run.config.format.options, run, split)
-    for extension, options in run.extensions:
-        rows = extension.transform_rows(rows, options, run, split)
+    formatter, options = run.formatter, run.config.format.options
+    reader = lambda path, found: formatter.read_file(path, options, found)  # noqa: E731
+    rows, files, problems = datapipe.load_rows(specs, limit, reader) if specs else ([], [], [])
+    rows = formatter.prepare_rows(rows, options, run, split)
+    for extension, ext_options in run.extensions:
+        rows = extension.transform_rows(rows, ext_options, run, split)
     return rows, files, problems
 
 
 def label_names(run: RunContext, rows: list) -> list[str] | None:
-    """Classification: the formatter's label names for the training rows (a DataError when none)."""
-    if run.data_task != "classification":
+    """Classification and token classification: the formatter's label names for the training rows (a DataError when none)."""
+    if run.data_task not in LABELLED_TASKS:
         return None
     formatter = run.formatter
     names = formatter.label_names([r.values for r in rows if isinstance(r.values, dict)], run.config.format.options)
@@ -86,10 +91,11 @@ def label_names(run: RunContext, rows: list) -> list[str] | None:
     return list(names)
 
 
-def format_split(run: RunContext, rows: list, files: list[str], problems: list) -> datapipe.Examples:
+def format_split(run: RunContext, rows: list, files: list[str], problems: list, split: str = "") -> datapipe.Examples:
     notes = collections.Counter()
+    what = f"tokenising the {split} data ({run.formatter.name})" if split else None
     examples, truncated, dropped = datapipe.format_rows(rows, run.formatter, run.config.format.options,
-                                                        run.tokenizer, run, problems, notes)
+                                                        run.tokenizer, run, problems, notes, what=what)
     return datapipe.Examples(examples, files, len(rows), problems, truncated, dropped, dict(notes))
 
 
@@ -101,15 +107,54 @@ def prepare_data(run: RunContext) -> Prepared:
     if folder is not None and (folder / "meta.json").is_file():
         prepared = _load(folder)
         run.label_names = prepared.labels
+        log.info("data: tokenised examples reused from the cache (%s)", folder)
         return prepared
+    log.info("reading the data: %s", ", ".join(cfg.train + cfg.eval))
     rows, files, problems = read_split(run, cfg.train, "train")
     eval_rows, eval_files, eval_problems = read_split(run, cfg.eval, "eval")
     run.label_names = label_names(run, rows)
-    prepared = Prepared(format_split(run, rows, files, problems),
-                        format_split(run, eval_rows, eval_files, eval_problems), run.label_names)
+    prepared = Prepared(format_split(run, rows, files, problems, "training"),
+                        format_split(run, eval_rows, eval_files, eval_problems, "evaluation"), run.label_names)
     if folder is not None:
         _save(folder, prepared)
     return prepared
+
+
+def other_format(run: RunContext, specs: list[str], sample: int = 5) -> tuple[str, list[str]] | None:
+    """When the chosen formatter reads none of the rows: another installed formatter (with its
+    default options) that reads the first ``sample`` rows of ``specs``, and those rows' columns."""
+    rows, _, _ = datapipe.load_rows(specs, sample)
+    rows = [r for r in rows if isinstance(r.values, dict)]
+    if not rows:
+        return None
+    columns = list(dict.fromkeys(k for r in rows for k in r.values))
+    candidates = sorted(run.engine.formatters, key=lambda f: f.task != run.formatter.task)
+    for formatter in candidates:
+        if formatter.name == run.formatter.name:
+            continue
+        try:
+            options = formatter.parse_options({}, "format")
+            for row in rows:
+                formatter.format(row.values, run.tokenizer, options, run)
+        except Exception:  # noqa: BLE001 - any failure means "not this format"
+            continue
+        return formatter.name, columns
+    return None
+
+
+def wrong_format_error(run: RunContext, part: datapipe.Examples, specs: list[str], key: str = "format") -> DataError | None:
+    """A DataError saying which formatter the rows look like, when every row of ``part`` is bad
+    and another formatter reads them; None otherwise."""
+    if part.examples or not part.problems or len(part.problems) < part.rows:
+        return None
+    found = other_format(run, specs)
+    if found is None:
+        return None
+    name, columns = found
+    first = part.problems[0]
+    return DataError(f"none of the {part.rows} rows of {', '.join(part.files)} is '{run.formatter.name}' data "
+                     f"(first: {first}); their columns ({', '.join(columns)}) look like '{name}' data: "
+                     f"set {key}: {name} (--format {name})", part.problems)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -155,7 +200,7 @@ def fingerprint(run: RunContext) -> str:
         "tokenizer": tokenizer_fingerprint(run.tokenizer),
         "format": run.config.format.to_dict(),
         "extensions": [c.to_dict() for c, (ext, _) in zip(run.config.extensions, run.extensions) if _on_rows(ext)],
-        "data": [cfg.max_length, cfg.truncation, cfg.limit, run.config.seed],
+        "data": [cfg.max_length, cfg.truncation, cfg.limit, run.config.seed, cfg.control],
         "code": _code_fingerprint(run.engine),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -207,11 +252,30 @@ def load_tokenizer_for(engine: Engine, model: str | None):
     return build_tokenizer(None)
 
 
+def check_config(engine: Engine, config: Any, specs: list[str] = ()) -> dict[str, datapipe.Examples]:
+    """Format the data of a run's ``config`` (or ``specs`` instead of its training data) exactly as
+    that run will: its model's tokenizer, format options, data.max_length and data.truncation.
+    Returns ``{"train": ..., "eval": ...}`` (eval only when the config has evaluation data)."""
+    from .context import RunContext
+    from .loading import load_tokenizer
+
+    run = RunContext.create(engine, config)
+    run.tokenizer = load_tokenizer(engine.resolve_model(config.model), config.trust_remote_code)
+    rows, files, problems = read_split(run, list(specs) or config.data.train, "train")
+    run.label_names = label_names(run, rows)
+    results = {"train": format_split(run, rows, files, problems)}
+    if config.data.eval and not specs:
+        results["eval"] = format_split(run, *read_split(run, config.data.eval, "eval"))
+    return results
+
+
 def check(engine: Engine, format_name: str, specs: list[str], *, options: dict | None = None,
-          model: str | None = None, max_length: int | None = None, truncation: str = "error") -> datapipe.Examples:
+          model: str | None = None, max_length: int | None = None, truncation: str | None = None) -> datapipe.Examples:
     """Format every row of ``specs`` as a run would; the result's ``problems`` lists every bad row.
-    Without ``model`` (and ``max_length``) no length limit applies."""
+    Without ``model`` (and ``max_length``) no length limit applies; ``truncation`` defaults to
+    the formatter's, as in training."""
     tokenizer = load_tokenizer_for(engine, model)
+    truncation = truncation or engine.formatters.get(format_name).default_truncation
     limit = max_length or (512 if model else sys.maxsize)
     run = formatting_context(engine, format_name, options, tokenizer, specs=specs, max_length=limit,
                              truncation=truncation, model=model or "")
@@ -227,6 +291,8 @@ def check_report(result: datapipe.Examples) -> list[str]:
     lines.append(f"{result.rows} row(s) read from {len(result.files)} file(s): {len(result.examples)} example(s), "
                  f"{len(result.problems)} bad row(s)")
     lines += [f"  {reason}: {n}" for reason, n in counts.most_common()]
+    if result.truncated:
+        lines.append(f"  truncated to data.max_length: {result.truncated} example(s) (kept; data.truncation decides)")
     lines += [f"  note: {what}: {n} row(s)" for what, n in result.notes.items()]
     return lines
 
@@ -248,13 +314,24 @@ def preview(engine: Engine, format_name: str, specs: list[str], model: str, *, o
         examples, _, _ = datapipe.format_rows([row], run.formatter, run.config.format.options, tokenizer, run, found)
         problems += found
         for example in examples[: n - len(blocks)]:
-            blocks.append(f"--- example {len(blocks) + 1} ({row.source})\n" + marked_text(tokenizer, example, run.label_names))
+            blocks.append(f"--- example {len(blocks) + 1} ({row.source})\n" + marked_text(tokenizer, example, run.label_names,
+                                                                                         run.data_task))
     blocks += [f"bad row {p}" for p in problems]
     return blocks
 
 
-def marked_text(tokenizer: Any, example: dict, label_names: list[str] | None = None) -> str:
-    """Decoded token sequences of ``example`` with the tokens that carry loss inside ⟦ ⟧."""
+def marked_text(tokenizer: Any, example: dict, label_names: list[str] | None = None, task: str | None = None) -> str:
+    """Decoded token sequences of ``example`` with the tokens that carry loss inside ⟦ ⟧; a
+    seq2seq example as its source and ⟦target⟧, a token-classification one as word/TAG."""
+    if task == "seq2seq":
+        target = tokenizer.decode([t for t in example["labels"] if t != -100])
+        return f"{tokenizer.decode(example['input_ids'])}\n=> target: {MARK_OPEN}{target}{MARK_CLOSE}"
+    if task == "token_classification":
+        ids, labels, first = example["input_ids"], example["labels"], example.get("_first", [])
+        ends = [*first[1:], len(ids)]
+        names = label_names or []
+        return " ".join(f"{tokenizer.decode(ids[a:b], skip_special_tokens=True).strip()}/"
+                        f"{names[labels[a]] if labels[a] < len(names) else labels[a]}" for a, b in zip(first, ends))
     out = []
     for key in [k for k in example if k.endswith("input_ids")]:
         prefix = key[: -len("input_ids")]

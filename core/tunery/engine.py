@@ -71,6 +71,15 @@ class Engine:
     def evaluators(self):
         return self.host.registries["evaluators"]
 
+    @property
+    def rewards(self):
+        """Reward sources of the online objectives (``grpo``, ``rloo``)."""
+        return self.host.registries["rewards"]
+
+    @property
+    def constraints(self):
+        return self.host.registries["constraints"]
+
     def notify(self, hook: str, **kwargs) -> None:
         """Call a lifecycle hook the pluggy way; each implementation is isolated (a plugin that
         raises is logged with its name, or raises PluginError in strict mode)."""
@@ -135,27 +144,36 @@ class Engine:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         return [m for found in self.hook.tunery_list_models(cache_dir=str(self.cache_dir)) for m in found or []]
 
-    def load(self, target: str, task: str | None = None):
-        """Load a run folder or a model reference for inference -> LoadedModel."""
+    def load(self, target: str, task: str | None = None, generation: bool = False):
+        """Load a run folder or a model reference for inference -> LoadedModel (``generation``:
+        merged in memory when the run's method can merge)."""
         from .runs import load
 
-        return load(self, str(target), task)
+        return load(self, str(target), task, generation)
 
-    def generate(self, target: str, prompts: list[str], **options) -> list[str]:
-        """Generate a completion of each prompt with a run folder or model (see tunery.generation)."""
-        from .generation import generate
-        from .runs import check_can_generate
+    def generate(self, target: str, prompts: list[str], *, constraints: Iterable[Any] = (),
+                 control: Mapping[str, Any] | None = None, **options) -> list[str]:
+        """Generate a completion of each prompt with a run folder or model (see tunery.generation),
+        batched, on merged weights when the run's method can merge. ``constraints``: decoding
+        constraints (``"ban:words.txt"``, ``{"name": "regex", "pattern": ...}``); ``control``:
+        attribute values for a run trained with control codes (``{"sentiment": "positive"}``)."""
+        from .generation import generate, resolve_constraints
+        from .runs import check_can_generate, run_control
 
         check_can_generate(self, str(target))
-        loaded = self.load(target)
-        return generate(loaded.model, loaded.tokenizer, prompts, **options)
+        active = resolve_constraints(self.constraints, constraints, "constraints")
+        loaded = self.load(target, generation=True)
+        control = run_control(loaded, control, str(target))
+        return generate(loaded.model, loaded.tokenizer, prompts, constraints=active, control=control, **options)
 
     def evaluate(self, target: str, evaluators: Iterable[str] = (), data: Iterable[str] = (),
-                 format: str | None = None, overrides: Iterable[str] = ()) -> dict:
-        """Evaluate a run folder or model -> ``{evaluator: EvalResult}`` (see tunery.evaluation)."""
+                 format: str | None = None, overrides: Iterable[str] = (), few_shot: int = 0,
+                 shots_from: Iterable[str] = ()) -> dict:
+        """Evaluate a run folder or model -> ``{evaluator: EvalResult}`` (see tunery.evaluation);
+        ``few_shot`` training examples (from ``shots_from`` or the run's data) in front of each prompt."""
         from .runs import evaluate_target
 
-        return evaluate_target(self, str(target), evaluators, data, format, overrides)
+        return evaluate_target(self, str(target), evaluators, data, format, overrides, few_shot, shots_from)
 
     def merge(self, run_dir: str, output_dir: str) -> Path:
         """Fold a run's tuning into the base weights and write a standalone model folder."""

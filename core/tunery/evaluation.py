@@ -24,14 +24,15 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("tunery")
 
 
-def run_evaluators(run: RunContext, model: Any, examples: list[dict]) -> dict[str, EvalResult]:
+def run_evaluators(run: RunContext, model: Any, examples: list[dict],
+                   run_data_only: bool = False) -> dict[str, EvalResult]:
     """Each configured evaluator's result on ``examples``, in config order. Evaluators that
-    measure the run's data are left out when there is none; the model is left in train/eval
-    mode as it was."""
+    measure the run's data are left out when there is none, and those that read their own data
+    when ``run_data_only``; the model is left in train/eval mode as it was."""
     import torch
 
     chosen = [(c, run.engine.evaluators.get(c.name)) for c in run.config.evaluators]
-    chosen = [(c, e) for c, e in chosen if examples or not e.uses_run_data]
+    chosen = [(c, e) for c, e in chosen if (examples or not e.uses_run_data) and (e.uses_run_data or not run_data_only)]
     if not chosen:
         return {}
     was_training = model.training
@@ -79,13 +80,21 @@ def split_example(example: dict) -> tuple[list[int], list[int]]:
 
 
 def describe(example: dict, run: RunContext, limit: int = 500) -> dict:
-    """A readable form of one example for error analysis: prompt and target text (causal LM)
-    or text and label (classification), cut to ``limit`` characters."""
+    """A readable form of one example for error analysis: prompt and target text (causal LM),
+    source and target (seq2seq), text and tags (token classification) or text and label
+    (classification), cut to ``limit`` characters."""
     decode = run.tokenizer.decode
 
     def cut(text: str) -> str:
         return text if len(text) <= limit else text[:limit] + "..."
 
+    if run.data_task == "seq2seq":
+        return {"source": cut(decode(example["input_ids"], skip_special_tokens=True)),
+                "target": cut(decode([t for t in example["labels"] if t != IGNORE_INDEX], skip_special_tokens=True))}
+    if run.data_task == "token_classification":
+        names = run.label_names or []
+        tags = [names[t] if 0 <= t < len(names) else t for t in example["labels"] if t != IGNORE_INDEX]
+        return {"text": cut(decode(example["input_ids"], skip_special_tokens=True)), "tags": " ".join(map(str, tags))}
     if isinstance(example.get("labels"), list):
         prompt, target = split_example(example)
         return {"prompt": cut(decode(prompt, skip_special_tokens=True)),
@@ -98,19 +107,25 @@ def describe(example: dict, run: RunContext, limit: int = 500) -> dict:
 
 
 def logits(model: Any, batch: dict) -> Any:
-    """The model's logits for ``batch``, without passing it the labels, aligned with the input:
-    for a causal LM the positions of virtual tokens that prompt-learning methods put in front are
+    """The model's logits for ``batch``, without passing it the labels, aligned with the labels:
+    for a seq2seq model the decoder's (fed the labels shifted right, as in training); for a causal LM the positions of virtual tokens that prompt-learning methods put in front are
     dropped, so position ``i`` belongs to ``batch["input_ids"][:, i]``. Evaluators compute losses
     from these rather than use the model's own loss, which may carry extras (AdaLoRA adds its
     orthogonality penalty, and a reloaded AdaLoRA adapter fails when given ``labels``)."""
-    out = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):  # seq2seq: the decoder's logits for the labels
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        inputs["decoder_input_ids"] = base.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
+        return model(**inputs).logits
+    out = model(**inputs).logits
     length = batch["input_ids"].shape[1]
     return out[:, -length:] if out.dim() == 3 and out.shape[1] > length else out
 
 
 def loss_sum(logits: Any, labels: Any, causal: bool) -> tuple[float, int]:
     """Summed cross-entropy of a batch and what it is summed over: predicted tokens (causal LM,
-    labels shifted by one as the model's own loss does) or examples (classification)."""
+    labels shifted by one as the model's own loss does; seq2seq and token classification, not
+    shifted) or examples (classification)."""
     import torch.nn.functional as F
 
     logits = logits.float()
@@ -123,13 +138,15 @@ def loss_sum(logits: Any, labels: Any, causal: bool) -> tuple[float, int]:
 
 def example_losses(logits: Any, labels: Any, causal: bool) -> list[float]:
     """Mean cross-entropy of each example of a batch: over its predicted (shifted, labelled)
-    tokens for a causal LM, or of its one label for classification."""
+    tokens for a causal LM, over its labelled tokens for seq2seq and token classification
+    (``causal`` false, 3-d logits), or of its one label for classification."""
     import torch.nn.functional as F
 
     logits = logits.float()
-    if not causal:
+    if logits.dim() == 2:
         return F.cross_entropy(logits, labels, reduction="none").tolist()
-    logits, labels = logits[:, :-1], labels[:, 1:]
+    if causal:
+        logits, labels = logits[:, :-1], labels[:, 1:]
     token = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
     counts = (labels != IGNORE_INDEX).sum(1).clamp(min=1)
     return (token.sum(1) / counts).tolist()

@@ -6,7 +6,7 @@ the entry point is the plugin's name. Hooks are grouped by phase:
 
 * **registration** -- called once when an :class:`~tunery.Engine` starts. Each receives a
   registry object; the plugin adds its members (methods, objectives, extensions, formatters,
-  quantizers, evaluators) to it. Registration must be cheap: no heavy imports (torch, transformers...) at this point.
+  quantizers, evaluators, rewards, constraints) to it. Registration must be cheap: no heavy imports (torch, transformers...) at this point.
 * **model sources** -- turn a model reference into local files.
 * **run lifecycle** -- observe a training run; a platform embedding tunery gets its progress here.
 * **command line** -- add commands to the ``tunery`` CLI.
@@ -87,6 +87,25 @@ def tunery_register_evaluators(registry: Registry) -> None:
     """
 
 
+@hookspec
+def tunery_register_rewards(registry: Registry) -> None:
+    """Add reward sources (subclasses of :class:`tunery.Reward`: score generated completions for
+    the online objectives ``grpo`` and ``rloo``) with ``registry.add(member)``.
+
+    Same contract as :func:`tunery_register_methods`.
+    """
+
+
+@hookspec
+def tunery_register_constraints(registry: Registry) -> None:
+    """Add decoding constraints (subclasses of :class:`tunery.Constraint`: logits processors,
+    stopping criteria, output checks used by ``generate``, the report's samples and the
+    ``generation`` evaluator) with ``registry.add(member)``.
+
+    Same contract as :func:`tunery_register_methods`.
+    """
+
+
 # --------------------------------------------------------------------------- model sources
 
 
@@ -131,9 +150,12 @@ def tunery_log(run: RunContext, record: dict[str, Any]) -> None:
 
 @hookspec
 def tunery_evaluation(run: RunContext, phase: str, metrics: dict[str, Any]) -> None:
-    """Evaluation results. ``phase`` is ``"before"`` (baseline), ``"during"`` (every N steps,
-    ``metrics`` then holds ``step``) or ``"after"``; ``metrics`` maps ``evaluator/metric``
-    names to values."""
+    """Evaluation results. ``phase`` is ``"before"`` (baseline), ``"few_shot"`` (the untuned
+    model prompted with ``few_shot`` training examples), ``"during"`` (every N steps, ``metrics``
+    then holds ``step``) or ``"after"``; ``metrics`` maps ``evaluator/metric`` names to values.
+
+    An observer may stop the run from here (a sweep pruning a trial) by raising an exception
+    that does not derive from ``Exception``; any other exception is logged and the run goes on."""
 
 
 @hookspec

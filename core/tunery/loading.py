@@ -13,6 +13,29 @@ log = logging.getLogger("tunery")
 
 HEAD_MODULES = ("classifier", "score", "lm_head")  # never quantized: heads are trained or tied
 
+HEADS = {"causal_lm": "AutoModelForCausalLM", "classification": "AutoModelForSequenceClassification",
+         "seq2seq": "AutoModelForSeq2SeqLM", "token_classification": "AutoModelForTokenClassification"}
+
+
+def task_of(path: str) -> str | None:
+    """The model task a saved model's ``config.json`` names (its architecture), or None."""
+    import json
+    import os
+
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    arch = " ".join(config.get("architectures") or [])
+    if "ForTokenClassification" in arch:
+        return "token_classification"
+    if "ForSequenceClassification" in arch:
+        return "classification"
+    if config.get("is_encoder_decoder") or "ForConditionalGeneration" in arch:
+        return "seq2seq"
+    return None
+
 
 def _kwargs(resolved: ResolvedModel, trust_remote_code: bool) -> dict:
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -36,6 +59,14 @@ def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
     return tokenizer
 
 
+def loading_kwargs(settings: Any) -> dict:
+    """``from_pretrained`` arguments of a run's ``model_loading`` section."""
+    kwargs = {"dtype": settings.dtype}
+    if settings.attn_implementation:
+        kwargs["attn_implementation"] = settings.attn_implementation
+    return kwargs
+
+
 def load_model(
     resolved: ResolvedModel,
     task: str,
@@ -46,22 +77,23 @@ def load_model(
     extra: dict | None = None,
     trust_remote_code: bool = False,
 ):
-    """Load ``resolved`` with the head for ``task`` (``causal_lm`` or ``classification``)."""
+    """Load ``resolved`` with the head for ``task`` (``causal_lm``, ``classification``,
+    ``seq2seq`` or ``token_classification``)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    import transformers
 
     kwargs = _kwargs(resolved, trust_remote_code)
     kwargs.update(extra or {})
     kwargs.setdefault("dtype", torch.float32)
-    if task == "classification":
-        cls = AutoModelForSequenceClassification
+    if isinstance(kwargs["dtype"], str) and kwargs["dtype"] != "auto":
+        kwargs["dtype"] = getattr(torch, kwargs["dtype"])
+    cls = getattr(transformers, HEADS.get(task, HEADS["causal_lm"]))
+    if task in ("classification", "token_classification"):
         if label_names:
             kwargs.update(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
                           label2id={n: i for i, n in enumerate(label_names)})
         elif num_labels:
             kwargs["num_labels"] = num_labels
-    else:
-        cls = AutoModelForCausalLM
     try:
         model = cls.from_pretrained(resolved.path, **kwargs)
     except pickle.UnpicklingError:

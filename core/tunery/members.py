@@ -1,5 +1,5 @@
 """Base classes of the plugin families: what a method, objective, extension, formatter,
-quantizer or evaluator is.
+quantizer, evaluator or decoding constraint is.
 
 A plugin subclasses one of these, sets ``name`` (and ``Options``, a dataclass of its config
 section), and registers an instance through the matching ``tunery_register_*`` hook. This
@@ -16,27 +16,40 @@ one, with an objective that optimises it). The built-in ones:
 * ``causal_lm`` -- ``{"input_ids", "labels"}`` (labels ``-100`` where no loss is taken);
 * ``classification`` -- ``{"input_ids", "labels": int}``;
 * ``preference`` -- ``{"chosen_input_ids", "chosen_labels", "rejected_input_ids",
-  "rejected_labels"}`` (plus optional ``margin``).
+  "rejected_labels"}`` (plus optional ``margin``);
+* ``seq2seq`` -- ``{"input_ids", "labels"}``: the encoder's input and the decoder's target
+  token ids, of different lengths (the model shifts the labels itself);
+* ``token_classification`` -- ``{"input_ids", "labels"}``: one label id per token (``-100``
+  where no loss is taken, e.g. special tokens and later sub-words of a word), plus
+  ``_first``: the position of each word's first sub-token (for word-level metrics).
 
 Model tasks. The objective maps the data task to the *model task*, the head that is loaded
-(:meth:`Objective.model_task`): ``causal_lm`` (``AutoModelForCausalLM``) or
-``classification`` (``AutoModelForSequenceClassification``). A method lists the model tasks it
+(:meth:`Objective.model_task`): ``causal_lm`` (``AutoModelForCausalLM``),
+``classification`` (``AutoModelForSequenceClassification``), ``seq2seq``
+(``AutoModelForSeq2SeqLM``) or ``token_classification`` (``AutoModelForTokenClassification``). A method lists the model tasks it
 can train in :attr:`Method.tasks`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
-from .errors import IncompatibleError
+from .errors import ConfigError, IncompatibleError
 from .options import NoOptions, parse
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import RunContext
 
-DATA_TASKS = ("causal_lm", "classification", "preference")  # the built-in data tasks
-MODEL_TASKS = ("causal_lm", "classification")  # the model heads tunery loads
+DATA_TASKS = ("causal_lm", "classification", "preference", "seq2seq", "token_classification")  # built-in data tasks
+MODEL_TASKS = ("causal_lm", "classification", "seq2seq", "token_classification")  # the model heads tunery loads
+GENERATIVE_TASKS = ("causal_lm", "seq2seq")  # model tasks that generate text
+LABELLED_TASKS = ("classification", "token_classification")  # data tasks whose label names are saved
+
+
+#: The transformers ``AutoModelFor<...>`` class name of each model task (model cards).
+HEAD_CLASSES = {"causal_lm": "CausalLM", "classification": "SequenceClassification", "seq2seq": "Seq2SeqLM",
+                "token_classification": "TokenClassification"}
 
 
 class Member:
@@ -86,6 +99,10 @@ class Method(Member):
     can_disable: ClassVar[bool] = False
     #: ``"adapter"`` (the run folder holds ``adapter/``) or ``"model"`` (``model/``).
     output_kind: ClassVar[str] = "adapter"
+    #: The learning rate a run uses when ``training.learning_rate`` is not set: methods differ by
+    #: orders of magnitude (full fine-tuning ~2e-5, LoRA 2e-4, prompt tuning ~1e-2); see
+    #: docs/learning-rates.md for the measurements behind the built-in ones.
+    default_learning_rate: ClassVar[float] = 2e-4
 
     def check(self, options: Any, run: RunContext) -> None:
         """Refuse impossible combinations before any weights load (raise IncompatibleError)."""
@@ -119,6 +136,17 @@ class Method(Member):
         """Return a plain ``transformers`` model with the tuning folded into its weights."""
         raise IncompatibleError(self.merge_refusal())
 
+    def model_card(self, options: Any, run: RunContext) -> dict | str:
+        """What the result folder's model card (README.md) says about loading it: a dict with
+        ``library_name``, ``usage`` (Python code that loads the folder) and ``summary`` (one
+        sentence) merged into tunery's card, or a string that is the whole card."""
+        head = HEAD_CLASSES.get(run.model_task, "CausalLM")
+        folder = self.output(options)
+        return {"library_name": "transformers",
+                "summary": f"a full model trained with the **{self.name}** method",
+                "usage": f"from transformers import AutoModelFor{head}\n"
+                         f"model = AutoModelFor{head}.from_pretrained(\"{folder}\")"}
+
     def merge_refusal(self) -> str:
         """Why this method cannot merge and what to use instead (``tunery merge`` shows it
         before loading anything when ``can_merge`` is false)."""
@@ -143,10 +171,11 @@ class Objective(Member):
     can_generate: ClassVar[bool] = True
 
     def model_task(self, data_task: str) -> tuple[str, int | None]:
-        """The model head to load for ``data_task``: ``("causal_lm", None)`` or
-        ``("classification", num_labels)`` (``None`` = number of labels in the data)."""
-        if data_task == "classification":
-            return "classification", None
+        """The model head to load for ``data_task``: ``("causal_lm", None)``,
+        ``("classification", num_labels)`` (``None`` = number of labels in the data),
+        ``("seq2seq", None)`` or ``("token_classification", None)``."""
+        if data_task in ("classification", "seq2seq", "token_classification"):
+            return data_task, None
         return "causal_lm", None
 
     def check(self, options: Any, run: RunContext) -> None:
@@ -234,6 +263,9 @@ class Formatter(Member):
     family: ClassVar[str] = "formatters"
     #: The data task of the examples this formatter produces.
     task: ClassVar[str] = "causal_lm"
+    #: ``data.truncation`` when a run does not set it: ``"right"`` keeps the start of a long
+    #: example; ``"left"`` keeps its end (preference pairs: the responses, cutting the prompt).
+    default_truncation: ClassVar[str] = "right"
 
     def format(self, row: Mapping[str, Any], tokenizer: Any, options: Any, run: RunContext) -> dict | list[dict]:
         """Return one example (or a list, e.g. windows of a long text) for ``row``.
@@ -249,7 +281,14 @@ class Formatter(Member):
         return rows
 
     def label_names(self, rows: list[Mapping[str, Any]], options: Any) -> list[str] | None:
-        """Classification only: the ordered label names found in (or configured for) the data."""
+        """Classification and token classification: the ordered label names found in (or
+        configured for) the data; saved with the run (``labels.json``)."""
+        return None
+
+    def read_file(self, path: str, options: Any, problems: list) -> Iterator[Any] | None:
+        """Rows (:class:`tunery.data.Row`, each with its file and line) of a data file this
+        formatter reads itself, e.g. CoNLL files; unreadable parts are appended to ``problems``
+        (:class:`tunery.data.Problem`). ``None`` (the default) lets tunery read the file by its suffix."""
         return None
 
 
@@ -313,4 +352,62 @@ class Evaluator(Member):
         raise NotImplementedError
 
 
-FAMILIES = {cls.family: cls for cls in (Method, Objective, Extension, Formatter, Quantizer, Evaluator)}
+class Reward(Member):
+    """A reward source for online objectives (``grpo``, ``rloo``): scores generated completions.
+
+    The scoring follows TRL's reward-function convention: ``prompts`` and ``completions`` are
+    texts (a chat prompt is its list of messages), and ``columns`` holds the other data columns
+    of each prompt's row (e.g. a reference answer), one list entry per completion. A run names
+    it in its objective's options: ``rewards: [{name: exact_match, weight: 1.0}]``; the keys
+    besides ``name`` and ``weight`` are this member's :attr:`Options`."""
+
+    family: ClassVar[str] = "rewards"
+
+    def score(self, prompts: list, completions: list[str], columns: dict[str, list], options: Any,
+              run: RunContext) -> list[float]:
+        """One reward per completion (``None`` where this reward does not apply)."""
+        raise NotImplementedError
+
+
+class Constraint(Member):
+    """A decoding constraint: steers generation (``tunery generate --constraint NAME:ARG``,
+    ``generation.constraints``, the ``generation`` evaluator's ``constraints`` option,
+    ``Engine.generate(constraints=[...])``). Any number combine; each part below is optional.
+
+    * :meth:`logits_processors` -- ``transformers.LogitsProcessor`` objects (mask tokens);
+    * :meth:`stopping_criteria` -- ``transformers.StoppingCriteria`` objects;
+    * :meth:`generate_kwargs` -- plain ``generate`` settings (``repetition_penalty``...);
+    * :meth:`finish` -- the decoded text after generation (cut at a stop string);
+    * :meth:`satisfied` -- whether a text keeps the constraint (reported by the evaluator)."""
+
+    family: ClassVar[str] = "constraints"
+    #: The option that the short form ``NAME:ARG`` sets (see :meth:`from_argument`).
+    argument: ClassVar[str] = ""
+
+    def from_argument(self, arg: str, where: str) -> dict:
+        """The raw options for the short form ``NAME:ARG``."""
+        if not self.argument:
+            raise ConfigError(f"{where}: constraint '{self.name}' takes no argument; use '{self.name}' alone")
+        return {self.argument: arg}
+
+    def logits_processors(self, options: Any, tokenizer: Any, vocab_size: int, max_new_tokens: int) -> list:
+        """Fresh logits processors for one ``generate`` call (a batch of left-padded prompts);
+        ``vocab_size`` is the width of the model's logits."""
+        return []
+
+    def stopping_criteria(self, options: Any, tokenizer: Any) -> list:
+        return []
+
+    def generate_kwargs(self, options: Any) -> dict:
+        return {}
+
+    def finish(self, text: str, options: Any) -> str:
+        return text
+
+    def satisfied(self, text: str, options: Any) -> bool | None:
+        """Whether ``text`` (a finished output) keeps this constraint; ``None``: not checkable."""
+        return None
+
+
+FAMILIES = {cls.family: cls for cls in (Method, Objective, Extension, Formatter, Quantizer, Evaluator, Reward,
+                                           Constraint)}

@@ -100,7 +100,8 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
                 return coerce(value, arm, path)
             except ConfigError as exc:
                 errors.append(exc)
-        if len(arms) == 1 and isinstance(errors[0], NotFinite):  # say why the one type refused it
+        if len(arms) == 1 and (isinstance(errors[0], NotFinite) or typing.get_origin(arms[0]) is typing.Literal):
+            # say why the one type refused it
             raise errors[0]
         names = " or ".join(_type_name(a) for a in args if a is not type(None))
         if type(None) in args:

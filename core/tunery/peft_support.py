@@ -11,9 +11,10 @@ import re
 from typing import Any, ClassVar
 
 from .errors import IncompatibleError
-from .members import Method
+from .members import HEAD_CLASSES, Method
 
-TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classification": "SEQ_CLS"}
+TASK_TYPES = {"causal_lm": "CAUSAL_LM", "classification": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM",
+              "token_classification": "TOKEN_CLS"}
 REGEX_CHARS = re.compile(r"[.*+?^$|()\[\]\\]")
 
 
@@ -43,6 +44,8 @@ class PeftMethod(Method):
         config = self.peft_config(model, options, run)
         if getattr(config, "task_type", None) is None:
             config.task_type = TASK_TYPES[run.model_task]
+        if run.model_task == "token_classification" and getattr(config, "target_modules", None) == "all-linear":
+            config.target_modules = linear_names(model)  # peft's all-linear would wrap the head it trains in full
         try:
             peft_model = get_peft_model(model, config)
         except ValueError as exc:
@@ -61,6 +64,14 @@ class PeftMethod(Method):
             base_model.config.use_cache = True
         return PeftModel.from_pretrained(base_model, path, is_trainable=False)
 
+    def model_card(self, options: Any, run: Any) -> dict:
+        head = HEAD_CLASSES.get(run.model_task, "CausalLM")
+        return {"library_name": "peft",
+                "summary": f"a peft adapter trained with the **{self.name}** method (the base model is "
+                           f"`{run.config.model}`, loaded from the hub or your cache)",
+                "usage": f"from peft import AutoPeftModelFor{head}\n"
+                         f"model = AutoPeftModelFor{head}.from_pretrained(\"adapter\")"}
+
     def merge(self, model: Any, options: Any) -> Any:
         if not self.can_merge:
             return super().merge(model, options)
@@ -75,11 +86,32 @@ class PromptLearningMethod(PeftMethod):
     can_merge: ClassVar[bool] = False
     supports_packing: ClassVar[bool] = False
     accepts_quantized: ClassVar[bool] = True
+    default_learning_rate: ClassVar[float] = 1e-2  # virtual tokens need far more than weights: docs/learning-rates.md
     #: The technique's name in messages ("prefix tuning").
     technique: ClassVar[str] = ""
 
+    def check(self, options: Any, run: Any) -> None:
+        """Refuses token classification: peft puts the virtual tokens in front of the tokens but
+        not of their labels. Subclasses that override this call ``super().check``."""
+        if run.model_task == "token_classification":
+            raise IncompatibleError(
+                f"{self.technique} (method '{self.name}') cannot train token classification: peft puts its virtual "
+                "tokens in front of the tokens but not of their labels; use method 'lora', 'ia3', 'adalora' or 'full'"
+            )
+
     def merge_refusal(self) -> str:
         return f"{self.technique} (method '{self.name}') cannot be merged into the base weights; use the adapter folder"
+
+
+def linear_names(model: Any) -> list[str]:
+    """Names of the linear layers inside the model's blocks (what peft's all-linear selects),
+    without the output embeddings and classification heads (``classifier``, ``score``)."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not head
+                   and name.split(".")[0] not in ("classifier", "score")})
 
 
 def trainable_summary(model: Any) -> dict[str, int | float]:

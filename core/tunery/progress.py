@@ -12,6 +12,7 @@ from typing import Any, Callable
 from transformers import TrainerCallback
 
 from .errors import ConfigError
+from .phases import _duration
 
 log = logging.getLogger("tunery")
 
@@ -44,6 +45,9 @@ class Progress(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
+        elif state.global_step == 1 and getattr(args, "logging_steps", 1) > 1 and state.is_world_process_zero:
+            log.info("step 1/%s done in %s (a line every %s steps from here)", state.max_steps,
+                     _duration(time.perf_counter() - self.start), args.logging_steps)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -71,12 +75,6 @@ class Progress(TrainerCallback):
 
 def _fields(logs: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def check_trackers(names: list[str]) -> None:

@@ -58,6 +58,17 @@ def loss_curves(records: list[dict], metrics: dict) -> tuple[list[tuple], list[t
     return train, evals
 
 
+def smooth(values: list[float], weight: float = 0.6) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average with its start-up bias removed
+    (the first points are not pulled towards zero)."""
+    out, last, scale = [], 0.0, 0.0
+    for value in values:
+        last = last * weight + (1 - weight) * value
+        scale = scale * weight + (1 - weight)
+        out.append(last / scale)
+    return out
+
+
 def plot_loss(records: list[dict], metrics: dict, path: Path) -> bool:
     """Draw train and eval loss against step into ``path`` (PNG); False when there is nothing to draw."""
     train, evals = loss_curves(records, metrics)
@@ -74,7 +85,11 @@ def plot_loss(records: list[dict], metrics: dict, path: Path) -> bool:
     fig = Figure(figsize=(7, 4), dpi=100)
     ax = fig.add_subplot()
     if train:
-        ax.plot(*zip(*train), label="train loss", color="tab:blue", linewidth=1.5)
+        steps, losses = zip(*train)
+        weight = 0.6 if len(train) < 50 else 0.9  # short runs: less smoothing
+        ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=1, label="train loss (per step)")
+        ax.plot(steps, smooth(list(losses), weight), color="tab:blue", linewidth=2,
+                label=f"train loss (smoothed, EMA {weight})")
     if evals:
         ax.plot(*zip(*evals), label="eval loss", color="tab:orange", marker="o", linewidth=1.5)
     ax.set_xlabel("step")
@@ -106,14 +121,19 @@ def md_table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
     return "\n".join(lines)
 
 
-def metrics_table(before: dict, after: dict) -> str:
+def metrics_table(before: dict, after: dict, few_shot: dict | None = None) -> str:
+    """Before, after and change per metric; with ``few_shot`` (metrics.json's section), a
+    column with the untuned model prompted with k training examples."""
     before, after = numeric(before or {}), numeric(after or {})
+    shots = numeric(few_shot["metrics"]) if few_shot else {}
     names = list(dict.fromkeys([*after, *before]))
     rows = []
     for name in names:
         b, a = before.get(name), after.get(name)
-        rows.append([name, b, a, a - b if a is not None and b is not None else None])
-    return md_table(["metric", "before", "after", "change"], rows)
+        rows.append([name, b, *([shots.get(name)] if few_shot else []), a,
+                     a - b if a is not None and b is not None else None])
+    headers = ["metric", "before", *([f"{few_shot['k']}-shot prompting"] if few_shot else []), "after", "change"]
+    return md_table(headers, rows)
 
 
 def _options(choice) -> str:
@@ -163,7 +183,12 @@ def render_report(run: RunContext, metrics: dict, samples: dict, evaluations: di
         lines += ["", f"Labels: {', '.join(map(str, data['labels']))}"]
     lines += ["", "## Metrics", ""]
     if metrics.get("before") or metrics.get("after"):
-        lines.append(metrics_table(metrics.get("before"), metrics.get("after")))
+        lines.append(metrics_table(metrics.get("before"), metrics.get("after"), metrics.get("few_shot")))
+        if metrics.get("few_shot"):
+            shots = metrics["few_shot"]
+            lines += ["", f"*{shots['k']}-shot prompting*: the untuned model with {shots['k']} training examples "
+                          f"(seed {shots['seed']}; {shots['mean_shots']:g} fitted on average in data.max_length) "
+                          "in front of each evaluation prompt."]
     else:
         lines.append(metrics.get("note", "No evaluation ran (no evaluators or no evaluation data)."))
     during = metrics.get("during") or []
@@ -215,29 +240,33 @@ def _detail(value: Any) -> str:
 # ----------------------------------------------------------------------------- model card
 
 
+PIPELINE_TAGS = {"classification": "text-classification", "seq2seq": "text2text-generation",
+                 "token_classification": "token-classification"}
+
+
 def model_card(run: RunContext, model_dir: Path, metrics: dict) -> str:
     """A Hugging Face model card: YAML front matter (base_model, library_name, tags, datasets,
-    pipeline_tag), then the method, data and metrics."""
+    pipeline_tag), then the method, data and metrics; how to load the result comes from the
+    method (:meth:`tunery.Method.model_card`), which may also write the whole card."""
     import yaml
 
     config = run.config
-    adapter = run.method.output(config.method.options) == "adapter"
+    card = run.method.model_card(config.method.options, run)
+    if isinstance(card, str):
+        return card
     train_files = [Path(f).name for f in metrics.get("data", {}).get("train", {}).get("files", [])]
     front = {
         "base_model": config.model,
-        "library_name": "peft" if adapter else "transformers",
+        "library_name": card.get("library_name", "transformers"),
         "tags": list(dict.fromkeys(["tunery", config.method.name, config.format.name])),
         "datasets": train_files,
-        "pipeline_tag": "text-classification" if run.model_task == "classification" else "text-generation",
+        "pipeline_tag": PIPELINE_TAGS.get(run.model_task, "text-generation"),
     }
-    head = "SequenceClassification" if run.model_task == "classification" else "CausalLM"
-    cls = f"AutoPeftModelFor{head}" if adapter else f"AutoModelFor{head}"
-    load = f"from {front['library_name']} import {cls}\nmodel = {cls}.from_pretrained(\"{model_dir.name}\")"
     data = metrics.get("data", {})
     lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              f"# {run.output_dir.name}", "",
              f"Fine-tuned from `{config.model}` with [tunery](https://pypi.org/project/tunery/): "
-             f"{'an adapter' if adapter else 'a full model'} trained with the **{config.method.name}** method.", "",
+             f"{card.get('summary', f'trained with the **{config.method.name}** method')}.", "",
              "## Method", "", f"- method: {config.method.name} ({_options(config.method)})",
              f"- quantizer: {config.quantizer.name}",
              f"- steps: {metrics.get('train', {}).get('steps')}, learning rate {config.training.learning_rate}, "
@@ -250,5 +279,6 @@ def model_card(run: RunContext, model_dir: Path, metrics: dict) -> str:
         lines.append(metrics_table(metrics.get("before"), metrics.get("after")))
     else:
         lines.append("No evaluation was run.")
-    lines += ["", "## Usage", "", "```python", load, "```"]
+    if card.get("usage"):
+        lines += ["", "## Usage", "", "```python", card["usage"], "```"]
     return "\n".join(lines) + "\n"

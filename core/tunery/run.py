@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import data as datapipe
+from . import phases
 from .config import RunConfig, dump_yaml
 from .context import RunContext, RunResult
 from .distributed import is_main_process
-from .errors import DataError, IncompatibleError, Interrupted, TrainingError
+from .errors import ConfigError, DataError, IncompatibleError, Interrupted, TrainingError
+from .baseline import check_few_shot, few_shot_baseline
 from .evaluation import best_checkpoint, check_early_stopping
-from .loading import HEAD_MODULES, load_model, load_tokenizer
+from .loading import HEAD_MODULES, load_model, load_tokenizer, loading_kwargs
+from .members import GENERATIVE_TASKS
 from .packing import can_pack, pack, packing_enabled
 from .peft_support import trainable_summary
 from .membercalls import member_call
@@ -78,10 +81,18 @@ def check_compatibility(run: RunContext) -> None:
                 f"data.packing works for causal_lm data only; formatter '{formatter.name}' gives {run.data_task} data: "
                 "set data.packing=false"
             )
-    if config.generation.prompts and run.model_task == "causal_lm" and not run.can_generate:
-        part = f"method '{method.name}'" if not method.can_generate else f"objective '{objective.name}'"
-        raise IncompatibleError(f"{part} gives a model that cannot generate text, but generation.prompts is set; "
+    if config.generation.prompts and run.model_task != "classification" and not run.can_generate:
+        part = (f"a {run.model_task} model" if run.model_task not in GENERATIVE_TASKS else
+                f"method '{method.name}'" if not method.can_generate else f"objective '{objective.name}'")
+        raise IncompatibleError(f"{part} cannot generate text, but generation.prompts is set; "
                                 "remove generation.prompts")
+    if config.generation.constraints:  # a wrong constraint fails now, not after training
+        from .generation import resolve_constraints
+
+        resolve_constraints(engine.constraints, config.generation.constraints, "generation.constraints")
+    if config.generation.control and set(config.generation.control) != set(config.data.control):
+        raise ConfigError(f"generation.control gives {sorted(config.generation.control)} but data.control is "
+                          f"{config.data.control}: give a value for each data.control column")
     for i, (extension, _) in enumerate(run.extensions):
         if run.data_task not in extension.tasks:
             raise IncompatibleError(
@@ -97,6 +108,7 @@ def check_compatibility(run: RunContext) -> None:
                 f"from formatter '{formatter.name}'; it handles: {', '.join(sorted(evaluator.tasks))}"
             )
     check_early_stopping(config)
+    check_few_shot(config.few_shot, run.data_task)
     if config.training.report_to:
         from .progress import check_trackers
 
@@ -124,6 +136,11 @@ def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict]
     train, evaluation = prepared.train.examples, prepared.eval.examples
     problems, eval_problems = prepared.train.problems, prepared.eval.problems
     train_files = prepared.train.files
+    from .datatools import wrong_format_error
+
+    wrong = wrong_format_error(run, prepared.train, cfg.train)
+    if wrong is not None:
+        raise wrong
     for what, found in (("training", problems), ("evaluation", eval_problems)):
         if found and cfg.on_bad_row == "error":
             raise DataError(datapipe.problems_message(found, what), found)
@@ -146,6 +163,9 @@ def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict]
                  "held_out_auto": bool(n_eval) and cfg.val_split is None},
         "labels": run.label_names, "cached": prepared.cached,
     }
+    if cfg.control:  # the values seen in training, recorded so that generate can check --control
+        run.state["control"] = {c: sorted({ex["_control"][c] for ex in train}) for c in cfg.control}
+        summary["control"] = run.state["control"]
     return train, evaluation, summary
 
 
@@ -176,6 +196,24 @@ def held_out_count(run: RunContext, n_train: int) -> int:
     return n_eval
 
 
+FEW_STEPS = 20
+
+
+def warn_few_steps(run: RunContext, n_examples: int, n_rows: int) -> None:
+    """Warn before training when the run plans so few optimizer steps that it may learn nothing,
+    saying what would give more."""
+    t = run.config.training
+    if t.max_steps > 0 or run.total_steps >= FEW_STEPS:
+        return
+    fixes = [f"raise training.epochs (now {t.epochs:g})"]
+    if n_rows < n_examples:
+        fixes.append(f"set data.packing=false (packing made {n_examples} examples into {n_rows} rows)")
+    if t.batch_size * t.grad_accum > 1:
+        fixes.append(f"lower training.batch_size/grad_accum (now {t.batch_size} x {t.grad_accum})")
+    log.warning("only %d optimizer step(s) planned: too few to learn much; %s, or set training.max_steps",
+                run.total_steps, ", ".join(fixes))
+
+
 def planned_steps(config: RunConfig, n_examples: int) -> int:
     t = config.training
     if t.max_steps > 0:
@@ -193,7 +231,12 @@ def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str, step
     and records go to ``evaluations/<phase>.json``."""
     from .evaluation import details_json, flat_metrics, run_evaluators
 
-    results = run_evaluators(run, model, examples)
+    if examples and run.config.evaluators and phase != "during":
+        with phases.phase(f"evaluating {phase} training: {', '.join(c.name for c in run.config.evaluators)} "
+                       f"on {len(examples)} example(s)"):
+            results = run_evaluators(run, model, examples)
+    else:
+        results = run_evaluators(run, model, examples)
     if not results:
         return {}
     metrics = flat_metrics(results)
@@ -206,24 +249,56 @@ def evaluate(run: RunContext, model: Any, examples: list[dict], phase: str, step
     return metrics
 
 
-def sample_generations(run: RunContext, model: Any) -> list[dict]:
-    """Answers to ``generation.prompts`` (causal LMs only)."""
+def sample_generations(run: RunContext, model: Any, phase: str = "", examples: list[dict] = ()) -> list[dict]:
+    """Answers to ``generation.prompts`` (causal LMs and seq2seq models); without prompts, to the
+    prompts of the first ``generation.from_eval`` causal-LM evaluation ``examples`` (rendered
+    already: no chat template)."""
     gen = run.config.generation
-    if not gen.prompts or not run.can_generate:
+    if not run.can_generate:
         return []
-    from .generation import generate
+    prompts, chat = gen.prompts, gen.chat
+    if not prompts and run.model_task == "causal_lm":
+        prompts, chat = held_out_prompts(run, examples, gen.from_eval), False
+    if not prompts:
+        return []
+    from .generation import generate, resolve_constraints
 
-    outputs = generate(model, run.tokenizer, gen.prompts, max_new_tokens=gen.max_new_tokens,
-                       chat=gen.chat, temperature=gen.temperature)
-    return [{"prompt": p, "output": o} for p, o in zip(gen.prompts, outputs)]
+    with phases.phase(f"generating answers to {len(prompts)} prompt(s){f' {phase} training' if phase else ''} "
+                   f"(up to {gen.max_new_tokens} new tokens each)"):
+        constraints = resolve_constraints(run.engine.constraints, gen.constraints, "generation.constraints")
+        outputs = generate(model, run.tokenizer, prompts, max_new_tokens=gen.max_new_tokens, chat=chat,
+                           temperature=gen.temperature, constraints=constraints,
+                           control={c: gen.control[c] for c in run.config.data.control} if gen.control else None)
+    return [{"prompt": p, "output": o} for p, o in zip(prompts, outputs)]
+
+
+def held_out_prompts(run: RunContext, examples: list[dict], n: int) -> list[str]:
+    """The text before the first trained token of the first ``n`` causal-LM ``examples``."""
+    prompts = []
+    for example in examples:
+        if len(prompts) >= n:
+            break
+        ids, labels = example.get("input_ids"), example.get("labels")
+        if not isinstance(labels, list) or not ids:
+            continue
+        first = next((i for i, label in enumerate(labels) if label != -100), 0)
+        if first:
+            prompts.append(run.tokenizer.decode(ids[:first]))
+    return prompts
 
 
 # ----------------------------------------------------------------------------- the run
 
 
 def new_context(engine: Engine, config: RunConfig) -> RunContext:
-    """The context of a run of ``config``, before anything is loaded."""
-    return RunContext.create(engine, config)
+    """The context of a run of ``config``, before anything is loaded; an unset
+    ``training.learning_rate`` becomes the method's default (recorded in config.yaml)."""
+    run = RunContext.create(engine, config)
+    if config.training.learning_rate is None:
+        config.training.learning_rate = run.method.default_learning_rate
+        log.info("learning rate %g (method %s's default; set training.learning_rate to change it)",
+                 config.training.learning_rate, run.method.name)
+    return run
 
 
 def execute(engine: Engine, config: RunConfig) -> RunResult:
@@ -231,8 +306,9 @@ def execute(engine: Engine, config: RunConfig) -> RunResult:
     from .rundir import RunFolder
 
     run = new_context(engine, config)
-    check_compatibility(run)
-    args = _training_arguments(run)
+    with phases.phase("checking the run: plugins, data files, training settings"):
+        check_compatibility(run)
+        args = _training_arguments(run)
     folder = None
     if is_main_process():  # under torchrun / accelerate launch, the other processes write nothing
         folder = RunFolder.prepare(config, run.method.output(config.method.options))
@@ -277,8 +353,10 @@ def _training_arguments(run: RunContext) -> Any:
 def _train(run: RunContext, args: Any) -> RunResult:
     started = time.perf_counter()
     config = run.config
-    run.model_source = run.engine.resolve_model(config.model)
-    run.tokenizer = load_tokenizer(run.model_source, config.trust_remote_code)
+    with phases.phase(f"resolving the model {config.model}"):
+        run.model_source = run.engine.resolve_model(config.model)
+        log.info("model: %s (%s)", run.model_source.path, run.model_source.origin)
+        run.tokenizer = load_tokenizer(run.model_source, config.trust_remote_code)
     train, evaluation, data_summary = build_data(run)
     recorded = manifest(run)
     state = {**recorded, "config": config.to_dict(), "plugins_used": _plugins_used(run, recorded["plugins"])}
@@ -293,6 +371,10 @@ def _train(run: RunContext, args: Any) -> RunResult:
     model = run.model = prepare_model(run, model)
     parameters = trainable_summary(model)
     log.info("trainable parameters: %d of %d (%.4g%%)", parameters["trainable"], parameters["total"], parameters["percent"])
+    from .memory import report as memory_report
+
+    expected_memory = memory_report(run, model, rows)
+    warn_few_steps(run, len(train), len(rows))
 
     from .trainer import build_trainer
 
@@ -303,7 +385,8 @@ def _train(run: RunContext, args: Any) -> RunResult:
     resume_counters(run, trainer, checkpoint)
     model = trainer.model
     before = evaluate(run, model, evaluation, "before")
-    samples = {"before": sample_generations(run, model)}
+    few_shot = few_shot_baseline(run, model, train, evaluation)
+    samples = {"before": sample_generations(run, model, "before", evaluation)}
     output = fit(run, trainer, checkpoint)
     # accelerate leaves a mixed-precision autocast wrapper on forward: remove it so "after" is
     # measured like "before" and the returned model matches what was saved.
@@ -312,13 +395,21 @@ def _train(run: RunContext, args: Any) -> RunResult:
     if is_main_process():
         save_result(run, model, model_dir)
     after = evaluate(run, model, evaluation, "after")
-    samples["after"] = sample_generations(run, model)
+    samples["after"] = sample_generations(run, model, "after", evaluation)
+    from .memory import peak_rss_gib
+
     metrics = {"train": train_metrics(trainer, output, len(train), checkpoint), "parameters": parameters,
                "before": before, "after": after, "data": data_summary,
+               "memory": {"expected_gib": expected_memory, "peak_rss_gib": peak_rss_gib()},
                "wall_seconds": round(time.perf_counter() - started, 3)}
+    if few_shot:
+        metrics["few_shot"] = few_shot
     _finish_metrics(run, trainer, output, metrics, evaluation)
     if is_main_process():
         write_outputs(run, model_dir, metrics, samples)
+        checkpoints = run.output_dir / "checkpoints"
+        if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+            checkpoints.rmdir()  # no checkpoint was saved: no empty folder left behind
     return RunResult(run.output_dir, model_dir, metrics, samples, model)
 
 
@@ -329,13 +420,20 @@ def load_base_model(run: RunContext) -> Any:
     config = run.config
     keep = list(HEAD_MODULES) + member_call(run, "method", "fully_trained_modules", config.method.options, run)
     set_seed(config.seed)
-    model = load_model(
-        run.model_source, run.model_task, label_names=run.label_names if run.num_labels is None else None,
-        num_labels=run.num_labels, pad_token_id=run.tokenizer.pad_token_id,
-        extra=member_call(run, "quantizer", "load_kwargs", config.quantizer.options, keep, run),
-        trust_remote_code=config.trust_remote_code,
-    )
-    return member_call(run, "quantizer", "after_load", model, config.quantizer.options)
+    started = time.perf_counter()
+    quantizer = run.quantizer
+    with phases.phase(f"loading the weights ({run.model_task} head"
+                      f"{f', quantizer {quantizer.name}' if quantizer.quantizes else ''})"):
+        model = load_model(
+            run.model_source, run.model_task, label_names=run.label_names if run.num_labels is None else None,
+            num_labels=run.num_labels, pad_token_id=run.tokenizer.pad_token_id,
+            extra={**loading_kwargs(config.model_loading),
+                   **member_call(run, "quantizer", "load_kwargs", config.quantizer.options, keep, run)},
+            trust_remote_code=config.trust_remote_code,
+        )
+        model = member_call(run, "quantizer", "after_load", model, config.quantizer.options)
+    log.info("weights loaded in %.1f s", time.perf_counter() - started)
+    return model
 
 
 def transform_examples(run: RunContext, model: Any, examples: list[dict], split: str) -> list[dict]:
@@ -352,6 +450,8 @@ def pack_rows(run: RunContext, train: list[dict], data_summary: dict) -> list[di
     if can_pack(train):
         rows = pack(train, run.config.data.max_length)
         data_summary["train"]["packed_rows"] = len(rows)
+        log.info("packed %d examples into %d rows of up to %d tokens (data.packing=false turns this off)",
+                 len(train), len(rows), run.config.data.max_length)
         return rows
     if run.config.data.packing:
         raise IncompatibleError(f"formatter '{run.formatter.name}' gives examples with more than input_ids and "
@@ -377,8 +477,11 @@ def fit(run: RunContext, trainer: Any, checkpoint: Path | None) -> Any:
     from .guard import last_checkpoint_note
 
     stopper = trainer.tunery_stopper
+    log.info("training: %d optimizer step(s) of %d row(s) x %d accumulation%s", run.total_steps,
+             trainer.args.per_device_train_batch_size, trainer.args.gradient_accumulation_steps,
+             f", resuming from {checkpoint}" if checkpoint else "")
     try:
-        with stopper.installed():
+        with stopper.installed(), phases.phase("training"):
             output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
         raise
@@ -449,11 +552,12 @@ def _finish_metrics(run: RunContext, trainer: Any, output: Any, metrics: dict, e
 
 def write_outputs(run: RunContext, model_dir: Path, metrics: dict, samples: dict) -> None:
     """metrics.json, samples.json, manifest.json and the reports."""
-    _write_json(run.output_dir / "metrics.json", metrics)
-    if samples["before"] or samples["after"]:
-        _write_json(run.output_dir / "samples.json", samples)
-    _write_json(run.output_dir / "manifest.json", manifest(run))
-    write_reports(run, model_dir, metrics, samples)
+    with phases.phase("writing metrics.json, report.md, loss.png and the model card"):
+        _write_json(run.output_dir / "metrics.json", metrics)
+        if samples["before"] or samples["after"]:
+            _write_json(run.output_dir / "samples.json", samples)
+        _write_json(run.output_dir / "manifest.json", manifest(run))
+        write_reports(run, model_dir, metrics, samples)
 
 
 #: Hooks not called during a run: a plugin implementing only these takes no part in one.
@@ -478,12 +582,30 @@ def _last_loss(trainer) -> float | None:
 
 def save_result(run: RunContext, model: Any, model_dir: Path) -> None:
     """Save the adapter or model, the tokenizer and the label map into ``model_dir``."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    member_call(run, "method", "save", model, str(model_dir), run.config.method.options, run)
-    run.tokenizer.save_pretrained(str(model_dir))
+    with phases.phase(f"saving the {model_dir.name} to {model_dir}"):
+        model_dir.mkdir(parents=True, exist_ok=True)
+        member_call(run, "method", "save", model, str(model_dir), run.config.method.options, run)
+        run.tokenizer.save_pretrained(str(model_dir))
     if run.label_names:
         _write_json(model_dir / "labels.json", run.label_names)
+    portable(model_dir, run.config.model)
     run.notify("tunery_checkpoint_saved", path=str(model_dir), step=run.total_steps or 0)
+
+
+def portable(model_dir: Path, reference: str) -> None:
+    """Make a saved result shareable: an adapter names its base by the run's model reference
+    (e.g. a hub id), not this machine's cache folder, and every file is readable by all (as the
+    umask allows; safetensors writes private files)."""
+    adapter_config = model_dir / "adapter_config.json"
+    if adapter_config.is_file():
+        values = json.loads(adapter_config.read_text())
+        values["base_model_name_or_path"] = reference
+        adapter_config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in model_dir.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -495,6 +617,15 @@ def _write_json(path: Path, value: Any) -> None:
 def _plugin_record(run: RunContext, family: str, name: str) -> dict:
     info = run.engine.host.plugin_of(family, name)
     return {"name": name, "plugin": info.name, "distribution": info.distribution, "version": info.version}
+
+
+def base_fingerprint(run: RunContext) -> str | None:
+    """The base model's content fingerprint (see :func:`tunery.models.fingerprint`)."""
+    if run.model_source is None:
+        return None
+    from .models import fingerprint
+
+    return fingerprint(run.model_source.path, str(run.engine.cache_dir))
 
 
 def manifest(run: RunContext) -> dict:
@@ -523,10 +654,12 @@ def manifest(run: RunContext) -> dict:
         "seed": config.seed,
         "config_sha256": config.digest(),
         "model": dataclasses.asdict(run.model_source) if run.model_source else None,
+        "model_fingerprint": base_fingerprint(run),
         "task": {"data": run.data_task, "model": run.model_task, "num_labels": run.num_labels,
                  "labels": run.label_names},
         "output": run.method.output(config.method.options),
         "model_files": model_fingerprint(run.model_source.path) if run.model_source else None,
+        **({"control": run.state["control"]} if "control" in run.state else {}),
         "plugins": {
             "method": _plugin_record(run, "methods", config.method.name),
             "objective": _plugin_record(run, "objectives", config.objective.name),

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import ConfigError, DataError, IncompatibleError
-from .loading import load_model, load_tokenizer
+from .loading import load_model, load_tokenizer, loading_kwargs, task_of
+from .members import GENERATIVE_TASKS
 from .models import ResolvedModel
 
 log = logging.getLogger("tunery")
@@ -27,7 +28,7 @@ class LoadedModel:
 
     model: Any
     tokenizer: Any
-    task: str  # "causal_lm" or "classification"
+    task: str  # the model task: causal_lm, classification, seq2seq or token_classification
     config: RunConfig | None = None
     manifest: dict | None = None
     label_names: list[str] | None = None
@@ -42,21 +43,22 @@ def is_run_dir(path: str | Path) -> bool:
     return (path / "manifest.json").is_file() and (path / "config.yaml").is_file()
 
 
-def load(engine: Engine, target: str, task: str | None = None) -> LoadedModel:
-    """Load a run folder (base + adapter, or the full model) or a plain model reference."""
+def load(engine: Engine, target: str, task: str | None = None, generation: bool = False) -> LoadedModel:
+    """Load a run folder (base + adapter, or the full model) or a plain model reference. With
+    ``generation``, a run whose method can merge is merged in memory (faster decoding)."""
     if is_run_dir(target):
-        return _load_run(engine, Path(target))
+        return _load_run(engine, Path(target), generation=generation)
     resolved = engine.resolve_model(target)
     tokenizer = load_tokenizer(resolved)
     labels_file = Path(resolved.path) / "labels.json"
     label_names = json.loads(labels_file.read_text()) if labels_file.is_file() else None
-    task = task or ("classification" if label_names else "causal_lm")
+    task = task or task_of(resolved.path) or ("classification" if label_names else "causal_lm")
     model = load_model(resolved, task, label_names=label_names, pad_token_id=tokenizer.pad_token_id)
     model.eval()
     return LoadedModel(model, tokenizer, task, label_names=label_names)
 
 
-def _load_run(engine: Engine, path: Path, quantize: bool = True) -> LoadedModel:
+def _load_run(engine: Engine, path: Path, quantize: bool = True, generation: bool = False) -> LoadedModel:
     from .context import RunContext
     from .loading import HEAD_MODULES
 
@@ -73,20 +75,63 @@ def _load_run(engine: Engine, path: Path, quantize: bool = True) -> LoadedModel:
     labels = task.get("labels") if task.get("num_labels") is None else None
     if manifest["output"] == "model":
         model = load_model(ResolvedModel(str(path), str(model_dir), "run folder"), task["model"],
-                           label_names=labels, num_labels=task.get("num_labels"), pad_token_id=tokenizer.pad_token_id)
+                           label_names=labels, num_labels=task.get("num_labels"), pad_token_id=tokenizer.pad_token_id,
+                           extra=loading_kwargs(config.model_loading))
     else:
         run.model_source = engine.resolve_model(config.model)
+        _check_fingerprint(engine, run.model_source, manifest.get("model_fingerprint"), path)
         keep = list(HEAD_MODULES) + method.fully_trained_modules(config.method.options, run)
         base = load_model(
             run.model_source, task["model"], label_names=labels, num_labels=task.get("num_labels"),
             pad_token_id=tokenizer.pad_token_id,
-            extra=run.quantizer.load_kwargs(config.quantizer.options, keep, run) if quantize else None,
+            extra={**loading_kwargs(config.model_loading),
+                   **(run.quantizer.load_kwargs(config.quantizer.options, keep, run) if quantize else {})},
         )
         if quantize:
             base = run.quantizer.after_load(base, config.quantizer.options)
         model = method.load(base, str(model_dir), config.method.options)
+        if generation:
+            from .generation import for_inference
+
+            model = for_inference(model, method, config.method.options, quantize and run.quantizer.quantizes)
     model.eval()
     return LoadedModel(model, tokenizer, task["model"], config, manifest, task.get("labels"))
+
+
+def _check_fingerprint(engine: Engine, source: ResolvedModel, recorded: str | None, path: Path) -> None:
+    """Warn when the base model found here is not the one the run's adapter was trained on."""
+    from .models import fingerprint
+
+    if recorded and fingerprint(source.path, str(engine.cache_dir)) != recorded:
+        log.warning(
+            "the base model '%s' found here (%s) differs from the one run '%s' was trained on (its "
+            "manifest's model_fingerprint); the adapter may not work as it did", source.reference, source.path, path)
+
+
+def run_control(loaded: LoadedModel, values: dict | None, target: str) -> dict | None:
+    """The control-code values for generating with ``loaded``, in the order the run put its tags
+    (``data.control``); every column needs a value, one the run was trained with."""
+    if loaded.config is None:  # a plain model: the tags are put as given
+        return dict(values) if values else None
+    if not loaded.config.data.control:
+        if values:
+            raise ConfigError(f"--control: run folder '{target}' was not trained with control codes (data.control is empty)")
+        return None
+    columns = loaded.config.data.control
+    seen = (loaded.manifest or {}).get("control", {})
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(columns))
+    if unknown:
+        raise ConfigError(f"--control {unknown[0]}=...: run folder '{target}' has control columns {', '.join(columns)}")
+    missing = [c for c in columns if c not in values]
+    if missing:
+        raise ConfigError(f"run folder '{target}' was trained with control codes for {', '.join(columns)}: "
+                          f"pass --control {missing[0]}=VALUE (values seen in training: {', '.join(seen.get(missing[0], []))})")
+    for column in columns:
+        if seen.get(column) and str(values[column]) not in seen[column]:
+            raise ConfigError(f"--control {column}={values[column]}: run folder '{target}' saw only "
+                              f"{', '.join(seen[column])} for {column} in training")
+    return {c: str(values[c]) for c in columns}
 
 
 def check_can_generate(engine: Engine, target: str) -> None:
@@ -96,9 +141,9 @@ def check_can_generate(engine: Engine, target: str) -> None:
     task = json.loads((Path(target) / "manifest.json").read_text())["task"]["model"]
     config = engine.config(Path(target) / "config.yaml")
     method, objective = engine.methods.get(config.method.name), engine.objectives.get(config.objective.name)
-    if task != "causal_lm":
+    if task not in GENERATIVE_TASKS:
         raise IncompatibleError(f"run folder '{target}' holds a {task} model (objective '{objective.name}', "
-                                f"method '{method.name}'); generate needs a causal language model run")
+                                f"method '{method.name}'); generate needs a causal language model or seq2seq run")
     if not method.can_generate:
         raise IncompatibleError(f"method '{method.name}' of run folder '{target}' cannot generate text")
 
@@ -128,14 +173,20 @@ def merge(engine: Engine, run_dir: str, output_dir: str) -> Path:
 
 
 def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (), data: Iterable[str] = (),
-                    format: str | None = None, overrides: Iterable[str] = ()) -> dict[str, EvalResult]:
+                    format: str | None = None, overrides: Iterable[str] = (), few_shot: int = 0,
+                    shots_from: Iterable[str] = ()) -> dict[str, EvalResult]:
     """Evaluate a run folder or a model reference; returns each evaluator's result.
 
     ``evaluators`` default to the run's own (or, for a plain model, the default evaluators of
     its data). ``data`` defaults to the run's evaluation data (its ``data.eval`` or the same
     ``val_split``), formatted with the run's formatter unless ``format`` names another one.
     ``overrides`` are ``evaluator.key=value`` option settings. An evaluator that reads its own
-    data (``uses_run_data = False``) gets ``data`` as its ``data`` option."""
+    data (``uses_run_data = False``) gets ``data`` as its ``data`` option.
+
+    ``few_shot`` > 0 is the prompting baseline (:mod:`tunery.baseline`): that many training
+    examples, drawn with the run's seed from ``shots_from`` (default: the run's training data,
+    its evaluation rows left out), go in front of every evaluation prompt; evaluators that read
+    their own data are left out then."""
     from .config import Choice, DataConfig, GenerationConfig, RunConfig, TrainingConfig, _member, apply_overrides
     from .context import RunContext
     from .evaluation import run_evaluators
@@ -174,17 +225,40 @@ def evaluate_target(engine: Engine, target: str, evaluators: Iterable[str] = (),
                      model_task=loaded.task, label_names=loaded.label_names, tokenizer=loaded.tokenizer,
                      device=next(loaded.model.parameters()).device)
     examples: list[dict] = []
+    splits = None
     if any(m.uses_run_data for m in members.values()):
         if formatter is None:
             raise ConfigError(f"'{target}' is not a run folder: pass --format to say how to read --data")
         if data or config.data.eval:
             examples = read_examples(run, data or config.data.eval)
         elif is_run_dir(target) and config.data.val_split != 0:  # the run's held-out split, drawn again
-            examples = build_data(run, write_problems=False)[1]
+            splits = build_data(run, write_problems=False)
+            examples = splits[1]
             run.label_names = loaded.label_names
         if not examples:
             raise ConfigError(f"no evaluation data for '{target}': pass --data")
-    return run_evaluators(run, loaded.model, examples)
+    if few_shot:
+        examples = _with_shots(run, target, examples, few_shot, list(shots_from), splits)
+    return run_evaluators(run, loaded.model, examples, run_data_only=bool(few_shot))
+
+
+def _with_shots(run: RunContext, target: str, examples: list[dict], k: int, shots_from: list[str],
+                splits: tuple | None) -> list[dict]:
+    """``tunery eval --few-shot K``: the evaluation examples with K training examples in front."""
+    from .baseline import check_few_shot, draw_shots, with_shots
+    from .run import build_data
+
+    check_few_shot(k, run.data_task, "--few-shot")
+    if not examples:
+        raise ConfigError("--few-shot needs an evaluator that scores the evaluation data (loss, generation, ...)")
+    if shots_from:
+        train = read_examples(run, shots_from)
+    elif is_run_dir(target) and run.config.data.train:
+        train = (splits or build_data(run, write_problems=False))[0]
+    else:
+        raise ConfigError(f"--few-shot: '{target}' is not a run folder; pass --shots-from with the training "
+                          "data to draw the shots from")
+    return with_shots(examples, draw_shots(train, examples, k, run.config.seed), run.config.data.max_length)[0]
 
 
 def read_examples(run: RunContext, specs: list[str]) -> list[dict]:

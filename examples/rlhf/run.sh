@@ -14,3 +14,7 @@ $TUNERY score runs/reward --data data/preferences_heldout.jsonl
 # ... and scores single texts:
 printf 'A hexagon has six sides.\nMore than a triangle. Think about it yourself.\n' > runs/texts.txt
 $TUNERY score runs/reward --data runs/texts.txt --format completion
+
+# Step 4, online RLHF: GRPO sampling from the SFT policy, scored by the reward model (+ length).
+$TUNERY train grpo.yaml --overwrite
+cat runs/grpo/rl_samples.json

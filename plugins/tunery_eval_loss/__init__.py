@@ -1,4 +1,5 @@
-"""Evaluator ``loss``: mean loss per predicted token (causal LM, with perplexity) or per example.
+"""Evaluator ``loss``: mean loss per predicted token (causal LM and seq2seq, with perplexity; token
+classification) or per example (classification).
 
 Examples that carry a task name (``_task``, from the ``multitask`` formatter) are also measured
 per task: ``<task>/loss`` (and ``<task>/perplexity``). The examples with the highest loss are
@@ -21,7 +22,7 @@ class LossOptions:
 class Loss(Evaluator):
     name = "loss"
     description = "eval loss and perplexity"
-    tasks = frozenset({"causal_lm", "classification"})
+    tasks = frozenset({"causal_lm", "classification", "seq2seq", "token_classification"})
     default = True
     Options = LossOptions
 
@@ -44,6 +45,7 @@ class Loss(Evaluator):
 
         total, count = 0.0, 0
         causal = run.model_task == "causal_lm"
+        per_token = run.model_task != "classification"
         for batch in run.batches(dataset, options.batch_size):  # loss from the logits: the same for every method
             scores = logits(model, batch)
             loss, n = loss_sum(scores, batch["labels"], causal)
@@ -52,8 +54,8 @@ class Loss(Evaluator):
             if per_example is not None:
                 per_example += example_losses(scores, batch["labels"], causal)
         mean = total / max(count, 1)
-        metrics = {"loss": mean, "tokens" if causal else "examples": count}
-        if causal:
+        metrics = {"loss": mean, "tokens" if per_token else "examples": count}
+        if run.model_task in ("causal_lm", "seq2seq"):
             metrics["perplexity"] = math.exp(min(mean, 50.0))
         return metrics
 

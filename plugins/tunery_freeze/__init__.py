@@ -56,6 +56,7 @@ class Freeze(Method):
     description = "layer-specific fine-tuning: last N blocks, named modules, or the head only"
     Options = FreezeOptions
     output_kind = "model"
+    default_learning_rate = 1e-3  # measured: docs/learning-rates.md
 
     def merge_refusal(self):
         return "method 'freeze' has nothing to merge: the run's model/ folder is already a standalone model"

@@ -17,6 +17,7 @@ class FullFineTuning(Method):
     description = "train all weights (the run folder holds a complete model)"
     Options = FullOptions
     output_kind = "model"
+    default_learning_rate = 2e-5  # measured: docs/learning-rates.md
 
     def prepare(self, model, options, run):
         for param in model.parameters():

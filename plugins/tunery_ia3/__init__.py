@@ -19,6 +19,7 @@ class IA3Options:
 
 class IA3(PeftMethod):
     name = "ia3"
+    default_learning_rate = 3e-3  # measured: docs/learning-rates.md
     description = "IA3: learned scaling vectors (model-aware default targets)"
     Options = IA3Options
     accepts_quantized = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from tunery import ConfigError, IncompatibleError, PeftMethod, at_least, hookimpl, target_modules
+from tunery import ConfigError, IncompatibleError, PeftMethod, at_least, hookimpl, linear_names, target_modules
 
 
 @dataclasses.dataclass
@@ -74,16 +74,6 @@ class Lora(PeftMethod):
             layers_to_transform=options.layers_to_transform, modules_to_save=options.modules_to_save,
             bias=options.bias, **kwargs,
         )
-
-
-def linear_names(model) -> list[str]:
-    """Names of the linear layers inside the model's blocks (what peft's all-linear selects)."""
-    import torch
-
-    head = model.get_output_embeddings()
-    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                   if isinstance(module, torch.nn.Linear) and module is not head
-                   and name.split(".")[0] not in ("classifier", "score")})
 
 
 @hookimpl

@@ -21,6 +21,8 @@ import tempfile
 import time
 from typing import Callable
 
+from tunery import phase, track
+
 log = logging.getLogger("tunery.models")
 
 MARKER = "tunery-gguf.json"  # written last; its presence means the folder is complete
@@ -94,7 +96,8 @@ def cached_conversion(gguf_path: str, cache_dir: str, converter: Converter | Non
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
         log.warning("converting %s to a transformers folder (once; cached in %s)", gguf_path, target)
         started = time.time()
-        converter(gguf_path, tmp)
+        with phase("converting the gguf file (tokenizer, then the weights)"):
+            converter(gguf_path, tmp)
         for name in os.listdir(tmp):  # some writers (safetensors) leave files private
             os.chmod(os.path.join(tmp, name), 0o755 if os.path.isdir(os.path.join(tmp, name)) else 0o644)
         marker = {
@@ -121,9 +124,17 @@ def convert_gguf(gguf_path: str, out_dir: str) -> None:
     """Load ``gguf_path`` with transformers (dequantised) and save it as a plain model folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
     folder, name = os.path.split(os.path.abspath(gguf_path))
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    bar = gguf_utils.tqdm  # transformers' own bar is one long line in a log file: show tunery's progress
+    gguf_utils.tqdm = lambda items, **_: track(items, len(items), "de-quantising the gguf tensors")
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    finally:
+        gguf_utils.tqdm = bar
+    log.info("saving the converted model")
     config = loaded.config
     # The loaded model is marked gguf-quantized, and save_pretrained refuses it: rebuild a
     # plain model from a config without the quantization markers and copy the weights over.

@@ -59,6 +59,7 @@ class Preference(Formatter):
     name = "preference"
     description = "preference pairs: prompt/chosen/rejected, HH transcripts, ShareGPT or OpenAI messages"
     task = "preference"
+    default_truncation = "left"  # a long pair keeps its responses: the prompt is cut from the left
     Options = PreferenceOptions
 
     def format(self, row, tokenizer, options, run):

@@ -26,6 +26,7 @@ class PrefixTuning(PromptLearningMethod):
     Options = PrefixOptions
 
     def check(self, options, run):
+        super().check(options, run)
         if run.model_task == "classification" and not backbones_take_past_key_values():
             import transformers
 

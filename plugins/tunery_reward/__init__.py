@@ -72,8 +72,10 @@ def tunery_register_commands(cli):
                   show_default=True, help="Pairs (chosen vs rejected), or one text per row ('text' column or .txt lines).")
     @click.option("--output", type=click.Path(dir_okay=False), help="Write JSON lines here instead of stdout.")
     @click.option("--batch-size", type=int, help="Default: the run's training.batch_size.")
+    @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+                  help="Override a key of the run's config, e.g. data.on_bad_row=skip or data.max_length=1024.")
     @click.pass_context
-    def score(ctx, run_dir, data, fmt, output, batch_size):
+    def score(ctx, run_dir, data, fmt, output, batch_size, overrides):
         """Score texts or preference pairs with a reward model run folder."""
         import json
 
@@ -82,7 +84,7 @@ def tunery_register_commands(cli):
         from .scoring import score_file
 
         setup_logging(False)
-        results, summary = score_file(command_engine(ctx), run_dir, list(data), fmt, batch_size)
+        results, summary = score_file(command_engine(ctx), run_dir, list(data), fmt, batch_size, list(overrides))
         lines = "".join(json.dumps(r) + "\n" for r in results)
         if output:
             with open(output, "w") as f:

@@ -21,12 +21,14 @@ from tunery import (
 
 
 def score_file(engine, run_dir: str, specs: list[str], fmt: str = "preference",
-               batch_size: int | None = None) -> tuple[list[dict], dict]:
+               batch_size: int | None = None, overrides: list[str] = ()) -> tuple[list[dict], dict]:
     """One record per row of ``specs`` and a summary.
 
     ``preference``: ``{"source", "chosen", "rejected", "correct"}`` per pair (formatted as in
     training, with the run's format options when it used ``preference``), and the evaluator's
-    ``accuracy``, ``margin`` and ``pairs``. ``completion``: ``{"source", "score"}`` per text."""
+    ``accuracy``, ``margin`` and ``pairs``. ``completion``: ``{"source", "score"}`` per text.
+    ``overrides`` (``key.path=value``) change the run's config first; bad rows follow its
+    ``data.on_bad_row`` (skipped ones are counted in the summary's ``skipped``)."""
     import torch
 
     if not is_run_dir(run_dir):
@@ -37,6 +39,8 @@ def score_file(engine, run_dir: str, specs: list[str], fmt: str = "preference",
         raise IncompatibleError(f"run '{run_dir}' is not a reward model (method '{loaded.method}'); "
                                 "train one with --objective reward --format preference")
     config = loaded.config
+    if overrides:
+        config = engine.config(config.to_dict(), list(overrides))
     run = RunContext.create(engine, config, output_dir=Path(run_dir), data_task="preference",
                             model_task="classification", num_labels=1, tokenizer=loaded.tokenizer,
                             device=next(loaded.model.parameters()).device)
@@ -62,16 +66,18 @@ def score_file(engine, run_dir: str, specs: list[str], fmt: str = "preference",
                 sources.append(str(row.source))
             except RowError as exc:
                 problems.append(Problem(row.source, exc.reason, exc.detail))
-    if problems:
+    if problems and config.data.on_bad_row == "error":
         raise DataError(problems_message(problems, "scored"), problems)
+    skipped = {"skipped": len(problems)} if problems else {}
     if fmt == "preference":
         scores = score_examples(loaded.model, examples, run, batch_size)
         results = [{"source": s, "chosen": c, "rejected": r, "correct": c > r} for s, (c, r) in zip(sources, scores)]
-        return results, pair_metrics(scores)
+        return results, {**pair_metrics(scores), **skipped}
     results = []
     with torch.no_grad():
         for start, batch in zip(range(0, len(examples), batch_size or config.training.batch_size),
                                 run.batches(examples, batch_size)):
             values = loaded.model(**batch).logits[:, 0].float().tolist()
             results += [{"source": s, "score": v} for s, v in zip(sources[start:], values)]
-    return results, {"texts": len(results), "mean_score": sum(r["score"] for r in results) / max(len(results), 1)}
+    return results, {"texts": len(results), "mean_score": sum(r["score"] for r in results) / max(len(results), 1),
+                     **skipped}

@@ -4,8 +4,9 @@
 with), and checks the whole path render -> tokens -> labels:
 
 * each good row formats to well-formed examples of the formatter's data task (token ids in the
-  vocabulary; labels aligned with the ids, ``-100`` or the id itself; at least one trained
-  token), the same examples twice, without changing the row;
+  vocabulary; causal-LM labels aligned with the ids, ``-100`` or the id itself, at least one
+  trained token; a label id for classification; target ids for seq2seq; a label id or ``-100``
+  per token for token classification), the same examples twice, without changing the row;
 * when ``trained`` is given, the decoded loss-bearing tokens of each good row's first example
   are exactly that text (the loss falls on exactly the right tokens);
 * written to a file (jsonl, json, csv or parquet) with the bad rows in between, the data
@@ -72,8 +73,24 @@ def check_example(example: dict, task: str, tokenizer: Any, n_labels: int | None
         assert isinstance(ids, list) and ids and all(isinstance(i, int) and 0 <= i < vocab for i in ids), \
             f"{prefix}input_ids must be a non-empty list of token ids below {vocab}"
         labels = example.get(prefix + "labels")
+        if task == "prompts":  # prompt-only data (online objectives): nothing is trained on the prompt
+            assert labels is None, "a prompts example carries no labels"
+            continue
         if task == "classification":
             assert isinstance(labels, int) and 0 <= labels < (n_labels or 0), f"label {labels!r} is not a label id"
+            continue
+        if task == "seq2seq":  # the decoder's target: its own token ids, any length
+            assert isinstance(labels, list) and labels and all(
+                isinstance(t, int) and (t == IGNORE_INDEX or 0 <= t < vocab) for t in labels), \
+                f"{prefix}labels must be a non-empty list of target token ids below {vocab}"
+            assert any(t != IGNORE_INDEX for t in labels), f"{prefix}labels: no trainable token"
+            continue
+        if task == "token_classification":
+            assert isinstance(labels, list) and len(labels) == len(ids), f"{prefix}labels must align with the ids"
+            assert all(t == IGNORE_INDEX or 0 <= t < (n_labels or 0) for t in labels), \
+                f"{prefix}labels must be -100 or a label id below {n_labels}"
+            first = example.get("_first", [])
+            assert first and all(labels[p] != IGNORE_INDEX for p in first), "every word's first sub-token needs a label"
             continue
         assert isinstance(labels, list) and len(labels) == len(ids), f"{prefix}labels must align with the ids"
         assert all(label in (IGNORE_INDEX, i) for label, i in zip(labels, ids)), \
@@ -132,7 +149,8 @@ def check_formatter(engine: Any, name: str, tokenizer: Any, folder: str | Path, 
         for example in examples:
             check_example(example, formatter.task, tokenizer, n_labels)
         if trained is not None and trained[i] is not None:
-            got = trained_text(tokenizer, examples[0])
+            got = (tokenizer.decode([t for t in examples[0]["labels"] if t != IGNORE_INDEX])  # the decoder's target
+                   if formatter.task == "seq2seq" else trained_text(tokenizer, examples[0]))
             assert got == trained[i], f"good row {i + 1}: loss falls on {got!r}, expected {trained[i]!r}"
         per_row.append(examples)
         flat += examples

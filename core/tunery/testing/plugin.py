@@ -5,7 +5,9 @@ plugins on tiny offline models. Nothing heavy is imported until a fixture is use
 * ``tunery_tiny_encoder`` -- folder of a 2-layer BERT encoder with a WordPiece tokenizer;
 * ``tunery_data`` -- small training files: ``{"causal_lm": alpaca rows, "classification": text/label rows}``;
 * ``tunery_tokenizer`` -- the tiny Llama's tokenizer (for the formatter kit);
-* ``tunery_engine`` -- an :class:`~tunery.Engine` with the installed plugins and a fresh cache folder.
+* ``tunery_engine`` -- an :class:`~tunery.Engine` with the installed plugins and a fresh cache folder;
+* ``tunery_tiny_t5`` -- folder of a 2-layer T5 (encoder-decoder) with a word-level tokenizer
+  covering :data:`tunery.testing.tiny.TOY_DICTIONARY`.
 
 The models are built once per session (in well under a second) and shared by every test.
 """
@@ -34,6 +36,13 @@ def tunery_tiny_encoder(tunery_tiny_root) -> str:
     from .tiny import cached_encoder
 
     return cached_encoder(tunery_tiny_root)
+
+
+@pytest.fixture(scope="session")
+def tunery_tiny_t5(tunery_tiny_root) -> str:
+    from .tiny import cached_seq2seq
+
+    return cached_seq2seq(tunery_tiny_root)
 
 
 @pytest.fixture(scope="session")

@@ -238,6 +238,63 @@ def build_encoder(folder, *, layers: int = 2, hidden: int = 64, heads: int = 4, 
     return folder
 
 
+# English -> "German" word pairs for toy translation tests (the tiny T5's vocabulary covers them).
+TOY_DICTIONARY = {
+    "red": "rot", "blue": "blau", "green": "gruen", "big": "gross", "small": "klein", "old": "alt",
+    "dog": "hund", "cat": "katze", "house": "haus", "tree": "baum", "car": "auto", "bird": "vogel",
+    "runs": "rennt", "sleeps": "schlaeft", "eats": "isst", "sings": "singt",
+}
+
+
+def build_word_tokenizer(folder, text: str | None = None, words: list[str] = ()):
+    """A lower-casing word-level tokenizer in T5's shape (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2;
+    ``</s>`` appended to every sequence), from the words of ``text`` and ``words``; saved to folder."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    splitter = pre_tokenizers.WhitespaceSplit()
+    found = [w for line in _lines(_text(text)) for w, _ in splitter.pre_tokenize_str(line.lower())]
+    found = [w for line in found for w in _split_punctuation(line)]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys([*specials, *found, *(w.lower() for w in words)]))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                 model_max_length=512, clean_up_tokenization_spaces=False)
+    if folder is not None:
+        hf.save_pretrained(os.fspath(folder))
+    return hf
+
+
+def _split_punctuation(word: str) -> list[str]:
+    import re
+
+    return [part for part in re.split(r"([^\w\s])", word) if part]
+
+
+def build_seq2seq(folder, *, layers: int = 2, hidden: int = 64, heads: int = 4, seed: int = 0) -> str:
+    """Save a tiny random T5ForConditionalGeneration (``layers`` encoder and decoder layers) and a
+    word-level tokenizer (the corpus and :data:`TOY_DICTIONARY`) to folder."""
+    import torch
+    from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
+
+    folder = os.fspath(folder)
+    words = [w for pair in TOY_DICTIONARY.items() for w in pair]
+    tok = build_word_tokenizer(folder, words=[*words, "translate", "english", "to", "german", ":"])
+    config = T5Config(vocab_size=len(tok), d_model=hidden, d_kv=hidden // heads, d_ff=2 * hidden, num_layers=layers,
+                      num_decoder_layers=layers, num_heads=heads, relative_attention_num_buckets=8,
+                      dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = T5ForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def _is_complete(folder: str) -> bool:
     try:
         with open(os.path.join(folder, MARKER)) as f:
@@ -277,3 +334,8 @@ def cached_causal_lm(root, **kwargs) -> str:
 def cached_encoder(root, **kwargs) -> str:
     """build_encoder into root/encoder (name includes any kwargs) unless already there."""
     return _cached(build_encoder, root, "encoder", kwargs)
+
+
+def cached_seq2seq(root, **kwargs) -> str:
+    """build_seq2seq into root/seq2seq (name includes any kwargs) unless already there."""
+    return _cached(build_seq2seq, root, "seq2seq", kwargs)
