@@ -25,7 +25,7 @@ _LAZY = {
     # options of members
     "at_least": "options", "closest": "options", "coerce": "options",
     # data and text
-    "Row": "data", "Source": "data", "Problem": "data", "load_rows": "data", "problems_message": "data", "format_rows": "data", "note": "data",
+    "Row": "data", "Source": "data", "Problem": "data", "load_rows": "data", "problems_message": "data", "expand_paths": "data", "format_rows": "data", "note": "data",
     "IGNORE_INDEX": "collate", "Collator": "collate",
     "text_column": "text", "prompt_response": "text", "chat_prompt_response": "text", "has_chat_template": "text",
     "encode": "text", "bos_ids": "text", "eos_ids": "text", "missing": "text",
@@ -46,7 +46,7 @@ _LAZY = {
     # generation and run folders
     "generate": "generation", "complete": "generation", "complete_batch": "generation", "prompt_ids": "generation",
     "resolve_constraints": "generation", "satisfaction": "generation", "control_text": "generation",
-    "with_control": "generation", "is_run_dir": "runs",
+    "with_control": "generation", "is_run_dir": "runs", "scan_checkpoints": "checkpoints",
     # command-line plugins
     "command_engine": "cli", "setup_logging": "cli", "track": "phases", "phase": "phases",
     # continual learning

@@ -102,6 +102,9 @@ def scan(folder: Path) -> tuple[list[Path], list[Path]]:
     return complete, broken
 
 
+scan_checkpoints = scan  # the public name (``tunery.scan_checkpoints``): complete and broken checkpoints of a folder
+
+
 def commit(staged: Path, final: Path, manifest: dict, limit: int | None, keep: str | None = None) -> None:
     """Make the checkpoint written in ``staged`` the complete checkpoint ``final``.
 

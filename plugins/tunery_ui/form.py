@@ -287,7 +287,7 @@ def _default_member(section: str, members: list) -> Any:
 
 def raw_config(overrides: list[str]) -> dict:
     """The config mapping the overrides make (what ``tunery train --set ...`` would build)."""
-    from tunery.config import apply_overrides
+    from tunery import apply_overrides
 
     return apply_overrides({}, list(overrides))
 
@@ -317,13 +317,13 @@ def cli_command(overrides: list[str]) -> str:
 def check(engine, overrides: list[str]):
     """Validate as ``tunery train`` does before loading anything: the config, the plugins'
     options, every compatibility check, and that the data files exist. Returns the RunConfig."""
-    from tunery import data as datapipe
+    from tunery import expand_paths
     from tunery import DataError
 
     config = engine.check({}, overrides)
     for split in ("train", "eval"):
         try:
-            datapipe.expand_paths(getattr(config.data, split))
+            expand_paths(getattr(config.data, split))
         except DataError as exc:
             exc.config_key = f"data.{split}"  # the field to show it next to; the message stays the CLI's
             raise

@@ -119,9 +119,9 @@ def progress(log_text: str) -> tuple[int | None, int | None]:
 
 
 def resume_point(path: Path) -> str | None:
-    from tunery.checkpoints import scan
+    from tunery import scan_checkpoints
 
-    complete, _ = scan(path / "checkpoints")
+    complete, _ = scan_checkpoints(path / "checkpoints")
     return str(complete[-1]) if complete else None
 
 
