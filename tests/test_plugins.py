@@ -255,6 +255,7 @@ def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_pat
         @hookimpl
         def tunery_register_rewards(registry):
             registry.add(Kind())
+        @hookimpl
         def tunery_register_constraints(registry):
             registry.add(Shout())
         @hookimpl

@@ -89,10 +89,10 @@ def test_untouched_fields_give_the_same_config_as_the_quick_cli_form(alpaca_file
     assert overrides == ['model="%s"' % tiny_lm, f'output_dir="{tmp_path / "run"}"', 'method="lora"', "method.r=4",
                          'format="alpaca"', f"data.train={alpaca_file}", "training.max_steps=7"]
     config = check(engine, overrides)
-    quick = engine.config({"model": tiny_lm, "output_dir": str(tmp_path / "run"), "method": {"name": "lora", "r": 4},
+    quick = engine.check({"model": tiny_lm, "output_dir": str(tmp_path / "run"), "method": {"name": "lora", "r": 4},
                            "format": "alpaca", "data": {"train": [str(alpaca_file)]}, "training": {"max_steps": 7}})
     assert config.to_dict() == quick.to_dict()
-    assert engine.config(json.loads(json.dumps(__import__("yaml").safe_load(config_yaml(overrides))))).to_dict() == \
+    assert engine.check(json.loads(json.dumps(__import__("yaml").safe_load(config_yaml(overrides))))).to_dict() == \
         quick.to_dict()
     command = cli_command(overrides)
     assert command.startswith(f"tunery train --model {tiny_lm} --output-dir {tmp_path / 'run'} --method lora --set method.r=4")

@@ -71,6 +71,8 @@ class Sweep:
         """The config's own value of each searched key (where it has one)."""
         resolved = engine.config(trial_config(self.base, {}, str(self.folder / "trial"))).to_dict()
         found = {name: get_key(resolved, name) for name in self.options.parameters}
+        if found.get("training.learning_rate", 0) is None:  # unset: the method's own default applies
+            found["training.learning_rate"] = engine.methods.get(resolved["method"]["name"]).default_learning_rate
         return {k: v for k, v in found.items() if v is not None}
 
     def run_config(self, params: dict, name: str) -> dict:

@@ -153,8 +153,11 @@ class App:
             self._add(top["output_dir"])
         for section in ("method", "format", "objective"):
             self._plugin_section(section)
-        for name in ("data", "training", "generation", "early_stopping"):
-            with gr.Accordion(SECTION_TITLES[name], open=name in OPEN_SECTIONS) as acc:
+        nested = [s for s in dict.fromkeys(f.section for f in form.fields)
+                  if s and s not in PLUGIN_SECTIONS and s not in LIST_SECTIONS]
+        for name in nested:  # every core section of the config, those added later included
+            with gr.Accordion(SECTION_TITLES.get(name, name.replace("_", " ").capitalize()),
+                              open=name in OPEN_SECTIONS) as acc:
                 self.accordions[name] = acc
                 self._grid(form.section(name), name)
                 if name == "data":
