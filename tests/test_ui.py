@@ -125,6 +125,7 @@ def wait_for_status(page, word: str, timeout: float = 300, seen: list | None = N
     raise AssertionError(f"no '{word}' status in time; last: {status}")
 
 
+@pytest.mark.slow  # minutes, and its live-curve check is timing-dependent: run with -m slow
 def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path):
     url, runs = ui_server
     started = time.time()
