@@ -138,7 +138,7 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
     try:
         common = [("field-top-model", tiny_lm), ("field-data-train", str(alpaca_file)),
                   ("field-data-val_split", "0.2"), ("field-training-learning_rate", "0.01")]
-        open_form(page, url, [*common, ("field-top-output_dir", str(runs / "a")), ("field-training-max_steps", "400"),
+        open_form(page, url, [*common, ("field-top-output_dir", str(runs / "a")), ("field-training-max_steps", "60"),
                               ("field-method-lora-r", "abc")])
         phase("form filled")
 
@@ -158,7 +158,7 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
         page.wait_for_selector("#form-status:has-text('valid')")
         assert not error.is_visible()
         yaml_text = text_of(page, "config-yaml")
-        assert "r: 4" in yaml_text and "max_steps: 400" in yaml_text
+        assert "r: 4" in yaml_text and "max_steps: 60" in yaml_text
         assert "--method lora" in text_of(page, "config-cli")
         shot(page, shots / "new-run.png")
 
@@ -170,8 +170,8 @@ def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path)
         wait_for_status(page, "finished", seen=seen)
         assert (runs / "a" / "metrics.json").is_file()
         counts = {int(m.group(1)) for _, plot in seen if (m := re.search(r"(\d+) points", plot))}
-        assert len([c for c in counts if 0 < c < 400]) >= 1, f"the curve never showed a partial run: {sorted(counts)}"
-        page.wait_for_selector("#plot-loss:has-text('400 points')")
+        assert len([c for c in counts if 0 < c < 60]) >= 1, f"the curve never showed a partial run: {sorted(counts)}"
+        page.wait_for_selector("#plot-loss:has-text('60 points')")
         page.wait_for_selector("#run-evaluations:has-text('loss/loss')")
         assert "It is" in text_of(page, "run-worst")  # the worst examples of the loss evaluator
         shot(page, shots / "runs.png")
