@@ -39,6 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "benchmarks" / "reference" / "hf_peft_sft.py"
+TRL = ROOT / "benchmarks" / "reference" / "trl_sft.py"
 DATA = ROOT / "benchmarks" / "data" / "alpaca_sample.json"
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TUNERY_MODES = {
@@ -49,12 +50,18 @@ TUNERY_MODES = {
                               "training.optim=adamw_torch_fused"],
     "no-packing": ["data.packing=false"],
     "+grad-ckpt": ["training.gradient_checkpointing=true"],
+    "+grad-ckpt-half": ["training.gradient_checkpointing=0.5"],
     "+torch-compile": ["training.extra.torch_compile=true"],
     "adamw_torch": ["training.optim=adamw_torch"],
 }
 BASELINE_MODES = {"baseline-fp32": [], "baseline-bf16": ["--bf16"]}
-DEFAULT_MODES = ["baseline-fp32", "baseline-bf16", "defaults", "same-as-baseline", "same-as-baseline-bf16",
-                 "no-packing", "+grad-ckpt", "adamw_torch", "+torch-compile"]
+# TRL's peer script trains in bf16 unless --fp32; "auto" runs it in the precision tunery's defaults pick
+TRL_MODES = {"trl-packing": [], "trl-no-packing": ["--no-packing"]}
+BF16_MODES = {"baseline-bf16", "same-as-baseline-bf16"}  # left out where bf16 is slow (no AVX512-BF16/AMX, no GPU)
+DEFAULT_MODES = ["baseline-fp32", "baseline-bf16", "trl-packing", "trl-no-packing", "defaults", "+grad-ckpt",
+                 "+grad-ckpt-half", "same-as-baseline", "same-as-baseline-bf16", "no-packing", "+torch-compile"]
+LENGTH_OVERRIDES = ["training.batch_size=1", "training.max_steps={steps}", "data.max_length={length}",
+                    "evaluators=[]", "generation.from_eval=0"]
 
 # ----------------------------------------------------------------------------- children
 
@@ -82,6 +89,51 @@ def child_baseline(args: list[str]) -> dict:
         runpy.run_path(str(BASELINE), run_name="__main__")
     line = [x for x in out.getvalue().splitlines() if x.startswith("{")][-1]
     return {**json.loads(line), **_cuda_peak()}
+
+
+def child_trl(args: list[str]) -> dict:
+    """Run the unmodified TRL peer script in this process (same JSON line as the baseline)."""
+    import contextlib
+    import io
+    import runpy
+
+    sys.argv = [str(TRL), *args]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        runpy.run_path(str(TRL), run_name="__main__")
+    line = [x for x in out.getvalue().splitlines() if x.startswith("{")][-1]
+    return {**json.loads(line), **_cuda_peak()}
+
+
+def child_matmul(size: int = 2048, seconds: float = 3.0) -> dict:
+    """The machine's matrix-product peak: GFLOP/s of ``size``-square matmuls in bf16 and fp32
+    (on the GPU where there is one), the best of three timings of about ``seconds`` / 3 each.
+    A dtype the hardware only emulates (one 512-square product over 0.2 s) is timed at 512."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def rate(n: int, dtype, budget: float) -> float:
+        a = torch.randn(n, n, dtype=dtype, device=device)
+        b = torch.randn(n, n, dtype=dtype, device=device)
+        a @ b  # warm-up
+        best = 0.0
+        for _ in range(3):
+            count, start = 0, time.perf_counter()
+            while count == 0 or time.perf_counter() - start < budget:
+                a @ b
+                count += 1
+                if device == "cuda":
+                    torch.cuda.synchronize()
+            best = max(best, 2 * n**3 * count / (time.perf_counter() - start) / 1e9)
+        return best
+
+    out = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        probe = rate(512, dtype, 0.0)
+        slow = 2 * 512**3 / (probe * 1e9) > 0.2
+        out[f"{name}_gflops"] = round(probe if slow else rate(size, dtype, seconds / 3), 2)
+    return out
 
 
 def _cuda_peak() -> dict:
@@ -166,31 +218,49 @@ def model_params(model_dir: str, gguf_file: str | None) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def table(results: dict[str, list[dict]], reference: str, startup: dict, args, n_params: int | None) -> str:
-    ref = statistics.median(r["tokens_per_s"] for r in results[reference])
-    ref_rss = statistics.median(r["peak_rss_mb"] for r in results[reference])
+def table(record: dict, args) -> str:
+    results, startup = record["results"], record.get("startup", {})
+    n_params, matmul = record.get("n_params"), record.get("matmul") or {}
+
+    def median(name, key):
+        runs = results.get(name) or []
+        values = [r[key] for r in runs if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    reference = "baseline-fp32" if "baseline-fp32" in results else next(iter(results))
+    ref, ref_rss = median(reference, "tokens_per_s"), median(reference, "peak_rss_mb")
+    trl, trl_rss = median("trl-packing", "tokens_per_s"), median("trl-packing", "peak_rss_mb")
+    peak = max(matmul.get("bf16_gflops", 0), matmul.get("fp32_gflops", 0)) * 1e9 or None
+    if args.gpu:
+        peak = args.peak_tflops * 1e12
     gpu = any("cuda_peak_mb" in r for rs in results.values() for r in rs)
-    head = ["run", "real tok/s", "× fp32 baseline", "train s", "process s", "peak RSS MB", "× RSS",
-            "padding %", "steps", "final train loss", "eval loss"]
+    head = ["run", "real tok/s", "× fp32 plain", "× TRL", "train s", "process s", "peak RSS MB", "× RSS plain",
+            "× RSS TRL", "padding %", "steps", "final train loss", "eval loss", "model FLOPs % of peak"]
     if gpu:
-        head += ["CUDA peak MB", "MFU %"]
+        head += ["CUDA peak MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, runs in results.items():
-        med = {k: statistics.median(r[k] for r in runs if r.get(k) is not None)
-               if any(r.get(k) is not None for r in runs) else None
-               for k in ("tokens_per_s", "train_seconds", "wall_seconds", "peak_rss_mb", "final_loss", "eval_loss",
-                         "real_tokens", "padded_tokens", "steps", "cuda_peak_mb")}
+        med = {k: median(name, k) for k in ("tokens_per_s", "train_seconds", "wall_seconds", "peak_rss_mb", "final_loss",
+                                            "eval_loss", "real_tokens", "padded_tokens", "steps", "cuda_peak_mb")}
         spread = "" if len(runs) < 2 else f" ({min(r['tokens_per_s'] for r in runs):.0f}–{max(r['tokens_per_s'] for r in runs):.0f})"
         padding = 100.0 * (1 - med["real_tokens"] / med["padded_tokens"]) if med["padded_tokens"] else 0.0
-        row = [name, f"{med['tokens_per_s']:.1f}{spread}", f"{med['tokens_per_s'] / ref:.2f}", f"{med['train_seconds']:.1f}",
-               f"{med['wall_seconds']:.1f}", f"{med['peak_rss_mb']:.0f}", f"{med['peak_rss_mb'] / ref_rss:.2f}",
-               f"{padding:.0f}", f"{med['steps']:.0f}", _f(med["final_loss"]), _f(med["eval_loss"])]
+        # LoRA: forward 2N + backward through the activations 2N per token, no weight gradients of the base
+        fraction = 4 * n_params * med["tokens_per_s"] / peak * 100 if n_params and peak else None
+        row = [name, f"{med['tokens_per_s']:.1f}{spread}", _ratio(med["tokens_per_s"], ref), _ratio(med["tokens_per_s"], trl),
+               f"{med['train_seconds']:.1f}", f"{med['wall_seconds']:.1f}", f"{med['peak_rss_mb']:.0f}",
+               _ratio(med["peak_rss_mb"], ref_rss), _ratio(med["peak_rss_mb"], trl_rss), f"{padding:.0f}",
+               f"{med['steps']:.0f}", _f(med["final_loss"]), _f(med["eval_loss"]), _f(fraction, 1)]
         if gpu:
-            factor = 4  # LoRA: forward 2N + backward through activations 2N, no weight gradients
-            mfu = factor * n_params * med["tokens_per_s"] / (args.peak_tflops * 1e12) * 100 if n_params else None
-            row += [_f(med["cuda_peak_mb"], 0), _f(mfu, 1)]
+            row += [_f(med["cuda_peak_mb"], 0)]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    lines.append(f"- precision of TRL and tunery's defaults: {record.get('precision', '?')} (bf16 where the hardware "
+                 "runs it fast; `--precision` sets it)")
+    if matmul:
+        lines.append(f"- matmul peak (2048² products, best of 3, own process): {matmul.get('bf16_gflops', 0):.1f} GFLOP/s "
+                     f"bf16, {matmul.get('fp32_gflops', 0):.1f} GFLOP/s fp32; the FLOPs column divides 4·N·tok/s "
+                     f"(N = {n_params / 1e6:.1f} M base parameters) by the faster of the two"
+                     + (f" (GPU: by --peak-tflops {args.peak_tflops:g})" if args.gpu else ""))
     for k, v in startup.items():
         lines.append(f"- `{k.removesuffix(' (CPU)')}`: median {v:.3f} s {'CPU' if k.endswith(' (CPU)') else 'wall'}")
     loads = [r["load"] for rs in results.values() for r in rs if "load" in r]
@@ -198,6 +268,10 @@ def table(results: dict[str, list[dict]], reference: str, startup: dict, args, n
         lines.append(f"- 1-minute load average when the runs started: {min(loads):.1f} to {max(loads):.1f} "
                      f"on {os.cpu_count()} CPU(s)")
     return "\n".join(lines)
+
+
+def _ratio(value, reference) -> str:
+    return "-" if value is None or not reference else f"{value / reference:.2f}"
 
 
 def _f(value, digits: int = 4) -> str:
@@ -216,7 +290,14 @@ def main() -> None:
     parser.add_argument("--startup-runs", type=int, default=7)
     parser.add_argument("--write", action="store_true", help="write the table to docs/performance.md")
     parser.add_argument("--from-log", help="make the table from the JSON lines of an earlier (or cut-short) job's output")
-    parser.add_argument("--child", choices=["tunery", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="TRL's and tunery's precision; auto: bf16 where the hardware runs it fast (as tunery's "
+                             "defaults), and the bf16-only baseline rows are left out where it does not")
+    parser.add_argument("--lengths", default="",
+                        help="also a length-scaling table of tunery's defaults, e.g. 256,1024,2048,4096 "
+                             "(packing on, batch 1, --length-steps steps each)")
+    parser.add_argument("--length-steps", type=int, default=1)
+    parser.add_argument("--child", choices=["tunery", "baseline", "trl", "matmul"], help=argparse.SUPPRESS)
     parser.add_argument("child_args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "tunery":
@@ -225,58 +306,122 @@ def main() -> None:
     if args.child == "baseline":
         print(json.dumps(child_baseline(args.child_args)))
         return
+    if args.child == "trl":
+        print(json.dumps(child_trl(args.child_args)))
+        return
+    if args.child == "matmul":
+        print(json.dumps(child_matmul()))
+        return
 
     if args.from_log:
-        report(*from_log(Path(args.from_log)), args)
+        report(from_log(Path(args.from_log)), args)
         return
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in TUNERY_MODES and m not in BASELINE_MODES]
+    known = {**BASELINE_MODES, **TRL_MODES, **TUNERY_MODES}
+    unknown = [m for m in modes if m not in known]
     if unknown:
-        parser.error(f"unknown mode(s) {unknown}; known: {', '.join([*BASELINE_MODES, *TUNERY_MODES])}")
+        parser.error(f"unknown mode(s) {unknown}; known: {', '.join(known)}")
+    bf16 = args.gpu or args.precision == "bf16" or (args.precision == "auto" and fast_bf16())
+    if not bf16 and args.modes == parser.get_default("modes"):
+        modes = [m for m in modes if m not in BF16_MODES]  # hours on a CPU that emulates bf16
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
-    startup = startup_times(args.startup_runs)
-    print(json.dumps(startup), flush=True)
+    record = {"precision": "bf16" if bf16 else "fp32"}
+    record["startup"] = startup_times(args.startup_runs)
+    print(json.dumps(record), flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="tunery-bench-"))
     config, model_dir, gguf_file = prepare(workdir, args)
+    extras = {"n_params": model_params(model_dir, gguf_file), "matmul": run_child(["--child", "matmul"], env)}
+    print(json.dumps(extras), flush=True)
+    record.update(extras)
     base_args = ["--model", model_dir, "--data", str(workdir / "train.json"), "--samples", str(args.samples),
                  "--max-len", "256", "--batch-size", "4", "--epochs", "1", "--lr", "2e-4", "--lora-r", "16",
                  "--lora-alpha", "32", "--seed", "0", "--output-dir", str(workdir / "baseline")]
     if gguf_file:
         base_args += ["--gguf-file", gguf_file]
+    tunery_precision = ["training.bf16=true"] if bf16 and args.precision != "auto" else (
+        ["training.bf16=false"] if args.precision == "fp32" else [])
     results: dict[str, list[dict]] = {m: [] for m in modes}
     for round_ in range(args.repeat):
         for mode in modes:
             if mode in BASELINE_MODES:
                 extra = BASELINE_MODES[mode] + (["--bf16"] if args.gpu and "--bf16" not in BASELINE_MODES[mode] else [])
                 argv = ["--child", "baseline", "--", *base_args, *extra]
+            elif mode in TRL_MODES:
+                argv = ["--child", "trl", "--", *base_args, *TRL_MODES[mode], *([] if bf16 else ["--fp32"])]
             else:
-                argv = ["--child", "tunery", "--", config, *TUNERY_MODES[mode]]
+                argv = ["--child", "tunery", "--", config, *tunery_precision, *TUNERY_MODES[mode]]
             result = run_child(argv, env)
             results[mode].append(result)
             print(json.dumps({"round": round_, "mode": mode, **result}), flush=True)
-    report(results, startup, args, model_params(model_dir, gguf_file) if args.gpu else None)
+    record["results"] = results
+    record["lengths"] = []
+    if args.lengths:
+        length_config = prepare_lengths(workdir)
+        for length in (int(x) for x in args.lengths.split(",")):
+            overrides = [o.format(steps=args.length_steps, length=length) for o in LENGTH_OVERRIDES]
+            result = {"length": length, **run_child(["--child", "tunery", "--", length_config, *tunery_precision,
+                                                     *overrides], env)}
+            record["lengths"].append(result)
+            print(json.dumps(result), flush=True)
+    report(record, args)
 
 
-def from_log(path: Path) -> tuple[dict, dict]:
-    """The results and start-up times printed (one JSON object a line) by an earlier job."""
-    results: dict[str, list[dict]] = {}
-    startup: dict = {}
+def fast_bf16() -> bool:
+    from tunery import bf16_default
+
+    return bf16_default()
+
+
+def prepare_lengths(workdir: Path) -> str:
+    """The length-scaling config: tunery's defaults on every sample row (enough to fill 4096-token rows)."""
+    config = json.loads((workdir / "tunery.yaml").read_text())
+    (workdir / "all.json").write_text(DATA.read_text())
+    config["data"]["train"] = [str(workdir / "all.json")]
+    config["output_dir"] = str(workdir / "lengths")
+    path = workdir / "lengths.yaml"
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def from_log(path: Path) -> dict:
+    """The record printed (one JSON object a line) by an earlier, possibly cut-short, job; several
+    logs may be concatenated (the later lines win for the machine figures)."""
+    record: dict = {"results": {}, "lengths": []}
     for line in path.read_text().splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if "mode" in record:
-                results.setdefault(record.pop("mode"), []).append(record)
-            elif all(k.startswith("tunery ") for k in record):
-                startup = record
-    return results, startup
+        if not line.startswith("{"):
+            continue
+        item = json.loads(line)
+        if "mode" in item:
+            record["results"].setdefault(item.pop("mode"), []).append(item)
+        elif "length" in item:
+            record["lengths"].append(item)
+        else:
+            record.update(item)
+    return record
 
 
-def report(results: dict, startup: dict, args, n_params: int | None = None) -> None:
-    reference = "baseline-fp32" if "baseline-fp32" in results else next(iter(results))
-    text = table(results, reference, startup, args, n_params)
+def report(record: dict, args) -> None:
+    text = table(record, args)
+    if record.get("lengths"):
+        text += "\n\n" + length_table(record["lengths"])
     print(text)
     if args.write:
         write_doc(text, args)
+
+
+def length_table(rows: list[dict]) -> str:
+    """Peak RSS against tokens per batch; the growth per token must not rise with the length."""
+    first = rows[0]
+    lines = ["Length scaling (tunery defaults, packing, batch 1, no evaluation):", "",
+             "| max length | tokens per batch | peak RSS MB | RSS above the first row MB | MB per 1k extra tokens | tok/s |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        tokens = r["real_tokens"] / max(r["steps"], 1)
+        extra = r["peak_rss_mb"] - first["peak_rss_mb"]
+        more = tokens - first["real_tokens"] / max(first["steps"], 1)
+        lines.append(f"| {r['length']} | {tokens:.0f} | {r['peak_rss_mb']:.0f} | {extra:.0f} | "
+                     f"{(1000 * extra / more) if more > 0 else 0:.0f} | {r['tokens_per_s']:.1f} |")
+    return "\n".join(lines)
 
 
 def write_doc(text: str, args) -> None:
@@ -284,7 +429,8 @@ def write_doc(text: str, args) -> None:
 
     doc = ROOT / "docs" / "performance.md"
     marker_start, marker_end = "<!-- sft_speed:start -->", "<!-- sft_speed:end -->"
-    how = f"--from-log {Path(args.from_log).name}" if args.from_log else f"--repeat {args.repeat}"
+    how = (f"--from-log {Path(args.from_log).name}" if args.from_log
+           else " ".join(a for a in sys.argv[1:] if a != "--write"))
     block = (f"{marker_start}\nMeasured by `python benchmarks/sft_speed.py {how} --write` on "
              f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s).\n\n"
              f"{text}\n{marker_end}")

@@ -61,8 +61,9 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     optim: str = "adamw_torch"
     bf16: bool | None = None  # None: on where the hardware runs bf16 fast
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | float = False  # or a share (0-1) or number (2+) of the layers, spread evenly
     chunked_loss: bool = True  # causal LM: loss from hidden states in chunks, no full logits tensor
+    bf16_frozen: bool = True  # with bf16 on: frozen linear weights held in bf16 while training (half the memory, same products)
     logging_steps: int = 1
     eval_steps: int | None = None
     save_steps: int | None = None
@@ -93,6 +94,12 @@ class TrainingConfig:
         if fp16 and self.bf16 is None:  # an explicit fp16 turns the automatic bf16 off
             self.bf16 = False
         at_least(self, where, eval_steps=1)
+        ckpt = self.gradient_checkpointing
+        if not isinstance(ckpt, bool) and not (0 < ckpt < 1 or (ckpt >= 2 and float(ckpt).is_integer())):
+            raise ConfigError(f"config key '{where}.gradient_checkpointing' must be true, false, a share of the "
+                              f"layers between 0 and 1 (e.g. 0.5) or a whole number of layers (2 or more), got {ckpt}")
+        if isinstance(ckpt, float) and ckpt >= 2:
+            self.gradient_checkpointing = int(ckpt)
 
 
 @dataclasses.dataclass

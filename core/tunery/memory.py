@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .training import checkpointed
+
 if TYPE_CHECKING:  # pragma: no cover
     from .context import RunContext
 
@@ -19,9 +21,10 @@ log = logging.getLogger("tunery")
 GIB = 1024**3
 
 
-def estimate(model: Any, batch_size: int, length: int, checkpointing: bool = False) -> dict:
+def estimate(model: Any, batch_size: int, length: int, checkpointing: bool | float = False) -> dict:
     """Bytes expected for ``weights``, ``optimizer`` (gradients + AdamW moments), ``activations``
-    of one batch of ``batch_size`` x ``length`` tokens, and their ``total``."""
+    of one batch of ``batch_size`` x ``length`` tokens, and their ``total``; ``checkpointing``
+    as ``training.gradient_checkpointing`` (all, none, a share or a number of the layers)."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     weights += sum(b.numel() * b.element_size() for b in model.buffers())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -32,10 +35,10 @@ def estimate(model: Any, batch_size: int, length: int, checkpointing: bool = Fal
     heads = getattr(config, "num_attention_heads", 0) or 0
     size = next((p.element_size() for p in model.parameters() if p.is_floating_point()), 4)
     tokens = batch_size * length
-    if checkpointing:
-        activations = tokens * hidden * layers * 2 * size + tokens * hidden * 16 * size
-    else:
-        activations = tokens * hidden * layers * 16 * size + batch_size * heads * length * length * layers * size
+    kept = layers - sum(checkpointed(checkpointing, layers))  # layers that keep their activations
+    activations = tokens * hidden * kept * 16 * size + batch_size * heads * length * length * kept * size
+    if kept < layers:
+        activations += tokens * hidden * (layers - kept) * 2 * size + tokens * hidden * 16 * size
     optimizer = trainable * 4 * 3
     return {"weights": weights, "optimizer": optimizer, "activations": activations,
             "total": weights + optimizer + activations}

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
@@ -122,6 +123,82 @@ class TuneryTrainer(SafeCheckpoints, Trainer):
         return logs
 
 
+class SelectiveCheckpointing(TrainerCallback):
+    """``training.gradient_checkpointing`` as a share or number of layers: after the Trainer has
+    switched checkpointing on for every decoder layer, switch it back off for the others."""
+
+    def __init__(self, setting: float):
+        self.setting = setting
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        from .training import checkpointed
+
+        layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+        chosen = checkpointed(self.setting, len(layers))
+        for layer, on in zip(layers, chosen):
+            layer.gradient_checkpointing = on
+        log.info("gradient checkpointing: %d of %d layers", sum(chosen), len(layers))
+
+
+class FrozenBf16(TrainerCallback):
+    """``training.bf16_frozen``: while training with bf16 autocast, the frozen weights of linear
+    layers are held in bf16 -- the dtype autocast rounds them to for every product anyway -- so
+    neither their float32 copies nor the bf16 casts autocast keeps for the backward pass take
+    memory; the products are the same. Weights that bf16 holds exactly come back by upcasting at
+    the end; the float32 originals of the others wait in a file in ``folder`` meanwhile, so the
+    model after training is exactly the base plus what was trained."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.cast: dict[str, Any] = {}
+        self.file: Path | None = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from safetensors.torch import save_file
+
+        self.cast = frozen_linears(model)
+        inexact = {name: m.weight.data for name, m in self.cast.items()
+                   if not torch.equal(m.weight.data, m.weight.data.to(torch.bfloat16).float())}
+        if inexact:
+            self.file = self.folder / ".tunery-frozen-fp32.safetensors"
+            save_file({n: w.cpu() for n, w in inexact.items()}, str(self.file))
+        for module in self.cast.values():
+            module.weight.data = module.weight.data.to(torch.bfloat16)
+        if self.cast:
+            log.info("training.bf16_frozen: %d frozen linear weights held in bf16 while training", len(self.cast))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        from safetensors import safe_open
+
+        saved = {}
+        if self.file is not None:
+            with safe_open(str(self.file), "pt") as f:
+                saved = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is no mapping)
+            self.file.unlink()
+            self.file = None
+        for name, module in self.cast.items():
+            weight = module.weight.data
+            module.weight.data = saved[name].to(weight.device) if name in saved else weight.float()
+        self.cast = {}
+
+
+def frozen_linears(model: Any) -> dict[str, Any]:
+    """The ``torch.nn.Linear`` modules of ``model`` (by name) with a frozen float32 weight that no
+    other module shares (a tied output head shares the input embeddings), but not the output
+    head: the chunked loss runs it outside the model's forward, where autocast is off."""
+    counts: dict[int, int] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            counts[id(param)] = counts.get(id(param), 0) + 1
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    heads = {id(m) for m in head.modules()} if head is not None else set()
+    return {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and id(m) not in heads
+            and not m.weight.requires_grad and m.weight.dtype == torch.float32 and counts[id(m.weight)] == 1}
+
+
 class Reporter(TrainerCallback):
     """Writes train_log.jsonl and forwards each record and checkpoint to the hooks."""
 
@@ -171,6 +248,10 @@ def build_trainer(run: RunContext, model: Any, train: list[dict], evaluation: li
                  *(cb for ext, opts in run.extensions for cb in ext.callbacks(opts, run)),
                  Reporter(run, collator, before), Progress(lambda: collator.real_tokens),
                  NonFiniteGuard(t.on_nonfinite), StopOnSignal()]
+    if t.bf16_frozen and args.bf16 and not (args.fsdp or args.deepspeed) and not run.quantizer.quantizes:
+        callbacks.append(FrozenBf16(run.output_dir))
+    if not isinstance(t.gradient_checkpointing, bool):
+        callbacks.append(SelectiveCheckpointing(t.gradient_checkpointing))
     if config.early_stopping.metric:
         callbacks.append(EarlyStoppingCallback(config.early_stopping.patience, config.early_stopping.threshold))
     trainer = TuneryTrainer(

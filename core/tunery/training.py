@@ -36,6 +36,14 @@ def bf16_default() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def uses_bf16(run: RunContext) -> bool:
+    """Whether the run trains with bf16 autocast (``training.bf16``, or the hardware default)."""
+    t = run.config.training
+    if t.bf16 is not None:
+        return t.bf16
+    return not t.extra.get("fp16") and bf16_default()
+
+
 @lru_cache(maxsize=1)
 def training_argument_fields() -> frozenset[str]:
     """The field names of ``transformers.TrainingArguments``, read from its source without
@@ -50,6 +58,15 @@ def training_argument_fields() -> frozenset[str]:
     from transformers import TrainingArguments  # an unusual layout: ask the class itself
 
     return frozenset(TrainingArguments.__dataclass_fields__)
+
+
+def checkpointed(setting: bool | float, layers: int) -> list[bool]:
+    """Which of ``layers`` decoder layers ``training.gradient_checkpointing`` checkpoints: all
+    (true), none (false), a share (0-1) or a number of them, spread evenly over the depth."""
+    if isinstance(setting, bool) or layers == 0:
+        return [bool(setting)] * layers
+    count = min(layers, round(setting * layers) if setting < 1 else int(setting))
+    return [(i + 1) * count // layers > i * count // layers for i in range(layers)]
 
 
 def check_extra(run: RunContext) -> None:
@@ -83,9 +100,7 @@ def training_arguments(run: RunContext) -> Any:
 
     t, config = run.config.training, run.config
     check_extra(run)
-    bf16 = bf16_default() if t.bf16 is None else t.bf16
-    if t.bf16 is None and bf16 and t.extra.get("fp16"):
-        bf16 = False  # an explicit fp16 wins over the automatic bf16
+    bf16 = uses_bf16(run)  # an explicit fp16 wins over the automatic bf16
     ordered = [name for name, ext in zip((c.name for c in config.extensions), run.extensions) if ext[0].keeps_order]
     if ordered and config.data.group_by_length:
         raise IncompatibleError(f"extension '{ordered[0]}' sets the order of the training examples, which "

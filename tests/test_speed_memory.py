@@ -1,0 +1,145 @@
+"""Memory options of training: selective activation checkpointing and bf16 frozen weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tunery import Engine
+from tunery.errors import ConfigError
+from tunery.training import checkpointed
+
+
+def test_checkpointed_layers_spread_a_share_or_number_evenly():
+    assert checkpointed(True, 4) == [True] * 4 and checkpointed(False, 4) == [False] * 4
+    assert checkpointed(0.5, 4) == [False, True, False, True]
+    assert sum(checkpointed(0.75, 30)) == 22 and sum(checkpointed(10, 30)) == 10
+    assert checkpointed(8, 4) == [True] * 4  # more layers than the model has: all of them
+
+
+@pytest.mark.parametrize("value", [1.5, -0.5, 2.5, "some"])
+def test_a_bad_checkpointing_share_is_refused_with_the_key(tiny_lm, alpaca_file, tmp_path, value):
+    with pytest.raises(ConfigError, match="training.gradient_checkpointing"):
+        Engine().config({"model": tiny_lm, "output_dir": str(tmp_path), "method": "lora", "format": "alpaca",
+                         "data": {"train": [str(alpaca_file)]}, "training": {"gradient_checkpointing": value}})
+
+
+def _lora(folder, layers):
+    """A tiny Llama of ``layers`` layers with LoRA (non-zero B: the adapters change the output)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunery.testing.tiny import build_causal_lm
+
+    model = AutoModelForCausalLM.from_pretrained(build_causal_lm(folder, layers=layers, with_tokenizer=False))
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM",
+                                             init_lora_weights=False))
+    model.train()
+    return model
+
+
+def _loss_grads_saved(model, batch):
+    """Loss, LoRA gradients and the bytes the autograd graph saved for the backward pass."""
+    import torch
+
+    saved = []
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in weights:  # a weight saved as it is costs nothing
+            saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(**batch).loss
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    return loss.detach(), grads, sum(saved)
+
+
+def test_selective_checkpointing_gives_the_same_loss_and_gradients_for_less_memory(tmp_path):
+    import torch
+
+    from tunery.trainer import SelectiveCheckpointing
+
+    model = _lora(tmp_path, layers=4)
+    torch.manual_seed(1)
+    ids = torch.randint(3, 100, (2, 48))
+    batch = {"input_ids": ids, "labels": ids, "use_cache": False}
+    results = {}
+    for setting in (False, 0.5, True):
+        if setting is False:
+            model.activation_checkpointing_disable()
+        else:
+            model.activation_checkpointing_enable()
+            SelectiveCheckpointing(setting).on_train_begin(None, None, None, model=model)
+        results[setting] = _loss_grads_saved(model, batch)
+    flags = [m.gradient_checkpointing for m in model.base_model.model.model.layers]
+    assert flags == [True] * 4  # the last setting: every layer
+    (loss0, grads0, none), (loss5, grads5, half), (loss1, grads1, every) = results.values()
+    assert torch.allclose(loss0, loss5) and torch.allclose(loss0, loss1)
+    for name in grads0:
+        assert torch.allclose(grads0[name], grads5[name], atol=1e-6), name
+        assert torch.allclose(grads0[name], grads1[name], atol=1e-6), name
+    assert every < half < none
+
+
+def test_frozen_bf16_weights_give_autocasts_products_and_come_back_exactly(tmp_path):
+    import torch
+
+    from tunery.trainer import FrozenBf16, frozen_linears
+
+    model = _lora(tmp_path / "model", layers=2)
+    linears = frozen_linears(model)
+    assert len(linears) == 2 * 7 and all("lora_" not in n for n in linears)  # 7 per layer, not the head
+    # half the weights already hold bf16 values exactly (as a bf16 checkpoint loaded in float32)
+    names = sorted(linears)
+    for name in names[::2]:
+        linears[name].weight.data = linears[name].weight.data.to(torch.bfloat16).float()
+    original = {n: m.weight.detach().clone() for n, m in linears.items()}
+    torch.manual_seed(1)
+    ids = torch.randint(3, 100, (2, 32))
+    batch = {"input_ids": ids, "labels": ids, "use_cache": False}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss32, grads32, saved32 = _loss_grads_saved(model, batch)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    callback = FrozenBf16(folder)
+    callback.on_train_begin(None, None, None, model=model)
+    assert all(m.weight.dtype == torch.bfloat16 for m in linears.values())
+    assert (folder / ".tunery-frozen-fp32.safetensors").is_file()  # the originals bf16 cannot hold
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss16, grads16, saved16 = _loss_grads_saved(model, batch)
+    callback.on_train_end(None, None, None)
+    assert torch.equal(loss32, loss16)  # the very same products
+    for name in grads32:
+        assert torch.equal(grads32[name], grads16[name]), name
+    assert saved16 < saved32  # no bf16 copies of the weights kept for the backward pass
+    for name, module in linears.items():
+        assert module.weight.dtype == torch.float32 and torch.equal(module.weight, original[name]), name
+    assert not list(folder.iterdir())
+
+
+def test_lora_in_bf16_with_frozen_bf16_weights_learns_and_reloads_identically(tiny_lm, alpaca_file, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = {"model": tiny_lm, "output_dir": str(tmp_path / "run"), "method": {"name": "lora", "r": 4},
+              "format": "alpaca", "data": {"train": [str(alpaca_file)], "val_split": 0.2},
+              "training": {"max_steps": 8, "learning_rate": 0.01, "bf16": True}}
+    result = Engine().train(config)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["after"]["loss/loss"] < metrics["before"]["loss/loss"]
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    # the model after training is the base, exactly, plus the adapter that was saved
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm), result.model_dir)
+    trained = dict(result.model.named_parameters())
+    assert set(trained) == set(dict(reloaded.named_parameters()))
+    for name, param in reloaded.named_parameters():
+        assert torch.equal(trained[name], param), name
+    assert not list((tmp_path / "run").glob(".tunery-frozen-*"))
