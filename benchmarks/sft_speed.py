@@ -1,28 +1,41 @@
-"""LoRA SFT speed and memory: tunery against the plain transformers+peft script, in one job.
+"""LoRA SFT speed and memory: tunery against the plain transformers+peft script and TRL, in one job.
 
-Runs ``benchmarks/reference/hf_peft_sft.py`` (fp32 and ``--bf16``) and tunery on the same
-workload -- SmolLM2-135M, the first 32 rows of ``benchmarks/data/alpaca_sample.json``, max length 256, batch 4,
-1 epoch, LoRA r16 alpha 32 dropout 0 on all linear layers, lr 2e-4, seed 0, the Alpaca prompt
-template -- each in its own subprocess, one after the other, and prints real tokens/s, training
-and process wall time, peak memory (RSS; CUDA max allocated on a GPU) and loss, with ratios
-against the fp32 baseline. With ``--write`` the table goes to ``docs/performance.md``.
+Runs ``benchmarks/reference/hf_peft_sft.py`` (fp32 and ``--bf16``), ``benchmarks/reference/trl_sft.py``
+(TRL's SFTTrainer with its padding-free packing, and without packing; ``pip install -e .[bench]``) and
+tunery on the same workload -- SmolLM2-135M, the first 32 rows of ``benchmarks/data/alpaca_sample.json``,
+max length 256, batch 4, 1 epoch, LoRA r16 alpha 32 dropout 0 on all linear layers, lr 2e-4, seed 0,
+the Alpaca prompt template -- each in its own subprocess, one after the other, and prints real
+tokens/s, training and process wall time, peak memory (RSS; CUDA max allocated on a GPU) and loss,
+with ratios against the fp32 plain script and against TRL with packing; the machine's matmul peak
+(2048² products in bf16 and fp32, own process) and the LoRA model FLOPs (4·N per real token) as a
+share of it; with ``--lengths`` a length-scaling table (peak RSS against tokens per batch). With
+``--write`` the tables go to ``docs/performance.md``.
+
+Precision: TRL and tunery's defaults train in bf16 where the hardware runs it fast (AVX512-BF16/AMX,
+a bf16 GPU) and in fp32 elsewhere (``--precision`` overrides); where bf16 is slow the bf16-only rows
+are left out (a CPU that emulates bf16 takes hours).
 
 tunery modes:
 
 * ``defaults``     -- what ``tunery train`` does out of the box (packing, bf16 autocast where the
-                      hardware runs it fast, chunked cross-entropy);
+                      hardware runs it fast with the frozen linear weights held in bf16, chunked
+                      cross-entropy);
 * ``same-as-baseline`` -- the baseline's padded batches, precision, loss and optimiser: engine
                       overhead only (target >= 0.97x the baseline in the same precision);
 * ``no-packing``   -- defaults without packing (packing must not change the eval loss);
-* ``+grad-ckpt``, ``+torch-compile``, ``adamw_torch`` -- the defaults with one option changed.
+* ``+grad-ckpt`` (every layer), ``+grad-ckpt-half`` (every other layer), ``+torch-compile``,
+  ``adamw_torch`` -- the defaults with one option changed.
 
 Start-up: median wall time of ``tunery --help`` and ``tunery plugins`` over several runs.
 
-GPU: ``--gpu --model <ref>`` runs the same comparison on CUDA in bf16 with a bigger model and
-adds peak CUDA memory and model FLOPs utilisation (LoRA ~4*N*tokens, full ~6*N*tokens FLOPs,
-N = parameters of the base model) against ``--peak-tflops`` (989 for H100/H200 dense bf16).
+GPU: ``--gpu --model <ref> [--attn sdpa|flash_attention_2] [--load-dtype bfloat16]`` runs the same
+comparison on CUDA in bf16 (tunery's ``model_loading.attn_implementation`` and ``model_loading.dtype``)
+with a bigger model and adds peak CUDA memory; the FLOPs column is then the model FLOPs utilisation
+against ``--peak-tflops`` (989 for H100/H200 dense bf16).
 
-Usage:  python benchmarks/sft_speed.py [--repeat 2] [--modes defaults,same-as-baseline] [--write]
+Usage:  python benchmarks/sft_speed.py --lengths 256,1024,2048,4096 --write   (everything, one job)
+        python benchmarks/sft_speed.py --modes defaults,trl-packing [--repeat 2]
+        python benchmarks/sft_speed.py --from-log job.log --write   (tables from an earlier job's output)
 """
 
 from __future__ import annotations
@@ -287,6 +300,8 @@ def main() -> None:
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--gpu", action="store_true", help="CUDA run: bf16 everywhere, CUDA peak memory and MFU")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200: 989)")
+    parser.add_argument("--attn", help="tunery's model_loading.attn_implementation (sdpa, eager, flash_attention_2, ...)")
+    parser.add_argument("--load-dtype", help="tunery's model_loading.dtype (float32, bfloat16, auto); --gpu: bfloat16")
     parser.add_argument("--startup-runs", type=int, default=7)
     parser.add_argument("--write", action="store_true", help="write the table to docs/performance.md")
     parser.add_argument("--from-log", help="make the table from the JSON lines of an earlier (or cut-short) job's output")
@@ -316,7 +331,7 @@ def main() -> None:
     if args.from_log:
         report(from_log(Path(args.from_log)), args)
         return
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip() and m.strip() != "none"]
     known = {**BASELINE_MODES, **TRL_MODES, **TUNERY_MODES}
     unknown = [m for m in modes if m not in known]
     if unknown:
@@ -340,6 +355,9 @@ def main() -> None:
         base_args += ["--gguf-file", gguf_file]
     tunery_precision = ["training.bf16=true"] if bf16 and args.precision != "auto" else (
         ["training.bf16=false"] if args.precision == "fp32" else [])
+    load_dtype = args.load_dtype or ("bfloat16" if args.gpu else None)
+    tunery_precision += [f"model_loading.{key}={value}" for key, value in
+                         (("attn_implementation", args.attn), ("dtype", load_dtype)) if value]
     results: dict[str, list[dict]] = {m: [] for m in modes}
     for round_ in range(args.repeat):
         for mode in modes:

@@ -143,3 +143,42 @@ def test_lora_in_bf16_with_frozen_bf16_weights_learns_and_reloads_identically(ti
     for name, param in reloaded.named_parameters():
         assert torch.equal(trained[name], param), name
     assert not list((tmp_path / "run").glob(".tunery-frozen-*"))
+
+
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sft_speed.py"
+    spec = importlib.util.spec_from_file_location("sft_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _result(tok_s, rss, **extra):
+    return {"tokens_per_s": tok_s, "train_seconds": 10.0, "wall_seconds": 20.0, "peak_rss_mb": rss,
+            "real_tokens": 1000, "padded_tokens": 1000, "steps": 5, "final_loss": 1.5, "eval_loss": 1.6, **extra}
+
+
+def test_the_speed_benchmark_prints_ratios_mfu_and_the_length_table():
+    import argparse
+
+    bench = _bench()
+    record = {"precision": "bf16", "n_params": 1_000_000_000, "matmul": {"bf16_gflops": 100.0, "fp32_gflops": 50.0},
+              "results": {"baseline-fp32": [_result(100.0, 4000.0, cuda_peak_mb=9000.0)],
+                          "trl-packing": [_result(200.0, 2000.0, cuda_peak_mb=8000.0)],
+                          "defaults": [_result(500.0, 1000.0, cuda_peak_mb=5000.0)]}}
+    text = bench.table(record, argparse.Namespace(gpu=True, peak_tflops=10.0))
+    row = next(line for line in text.splitlines() if line.startswith("| defaults"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # × fp32 plain, × TRL, × RSS plain, × RSS TRL; MFU = 4 · 1e9 · 500 / 10e12 = 20%; CUDA peak
+    assert cells[2:4] == ["5.00", "2.50"] and cells[7:9] == ["0.25", "0.50"]
+    assert cells[13] == "20.0" and cells[14] == "5000"
+    cpu = bench.table(record, argparse.Namespace(gpu=False, peak_tflops=10.0))
+    row = next(line for line in cpu.splitlines() if line.startswith("| defaults"))
+    assert row.strip("|").split("|")[13].strip() == "2000.0"  # 4 · 1e9 · 500 / 100 GFLOP/s (the faster dtype)
+    lengths = bench.length_table([{"length": 256, "real_tokens": 250, "steps": 1, "peak_rss_mb": 1000.0, "tokens_per_s": 9.0},
+                                  {"length": 1024, "real_tokens": 1000, "steps": 1, "peak_rss_mb": 1750.0,
+                                   "tokens_per_s": 8.0}])
+    assert "| 1024 | 1000 | 1750 | 750 | 1000 | 8.0 |" in lengths
