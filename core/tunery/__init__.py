@@ -18,7 +18,7 @@ from .members import Constraint, EvalResult, Evaluator, Extension, Formatter, Me
 _LAZY = {
     # the run
     "RunContext": "context", "RunResult": "context", "RunConfig": "config", "Choice": "config",
-    "load_raw": "config", "apply_overrides": "config", "Interrupted": "errors", "md_table": "report",
+    "load_raw": "config", "apply_overrides": "config", "set_config_key": "config", "Interrupted": "errors", "md_table": "report",
     "Registry": "registry", "PluginInfo": "plugins",
     # model sources
     "ResolvedModel": "models", "ModelListing": "models",
