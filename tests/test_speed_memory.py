@@ -182,3 +182,11 @@ def test_the_speed_benchmark_prints_ratios_mfu_and_the_length_table():
                                   {"length": 1024, "real_tokens": 1000, "steps": 1, "peak_rss_mb": 1750.0,
                                    "tokens_per_s": 8.0}])
     assert "| 1024 | 1000 | 1750 | 750 | 1000 | 8.0 |" in lengths
+
+
+def test_the_memory_estimate_counts_only_the_checkpointed_layers(tmp_path):
+    from tunery.memory import estimate
+
+    model = _lora(tmp_path, layers=4)
+    none, half, every = (estimate(model, 2, 64, setting)["activations"] for setting in (False, 0.5, True))
+    assert every < half < none
