@@ -278,19 +278,20 @@ def load_tokenizer_for(engine: Engine, model: str | None):
 
 def check_config(engine: Engine, config: Any, specs: list[str] = ()) -> dict[str, datapipe.Examples]:
     """Format the data of a run's ``config`` (or ``specs`` instead of its training data) exactly as
-    that run will: its model's tokenizer, format options, data.max_length and data.truncation.
+    that run will: its model's tokenizer, format options, data.max_length and data.truncation
+    (without ``specs``, through :func:`prepare_data`: the run then finds its data in the cache).
     Returns ``{"train": ..., "eval": ...}`` (eval only when the config has evaluation data)."""
     from .context import RunContext
     from .loading import load_tokenizer
 
     run = RunContext.create(engine, config)
     run.tokenizer = load_tokenizer(engine.resolve_model(config.model), config.trust_remote_code)
-    rows, files, problems = read_split(run, list(specs) or config.data.train, "train")
+    if not specs:  # the run's own data: prepared (and cached) as training prepares it
+        prepared = prepare_data(run)
+        return {"train": prepared.train, **({"eval": prepared.eval} if config.data.eval else {})}
+    rows, files, problems = read_split(run, list(specs), "train")
     run.label_names = label_names(run, rows)
-    results = {"train": format_split(run, rows, files, problems)}
-    if config.data.eval and not specs:
-        results["eval"] = format_split(run, *read_split(run, config.data.eval, "eval"))
-    return results
+    return {"train": format_split(run, rows, files, problems)}
 
 
 def check(engine: Engine, format_name: str, specs: list[str], *, options: dict | None = None,
