@@ -260,7 +260,9 @@ def _read_csv(path: str, problems: list[Problem]) -> Iterator[Row]:
 
 def _read_json(path: str, problems: list[Problem]) -> Iterator[Row]:
     """A JSON list (its elements numbered as rows) or one JSON value per line."""
-    first = next((block.lstrip()[:1] for block in _blocks(path) if block.strip()), "")
+    blocks = _blocks(path)
+    first = next((block.lstrip()[:1] for block in blocks if block.strip()), "")
+    blocks.close()
     if first == "[":
         for n, record in enumerate(_json_list(path), 1):
             bad = row_problem(record)
@@ -417,7 +419,7 @@ class Examples:
 def load_rows(specs: list[str], limit: int | None = None,
               reader: Any = None) -> tuple[list[Row], list[str], list[Problem]]:
     """All rows of the files named by ``specs`` (at most ``limit``), the files, and read problems
-    (a list in memory: for a few rows; :func:`stream_rows` reads any number).
+    (a list in memory: for a few rows; the training pipeline streams them).
     ``reader(path, problems)`` may read a file itself (the formatter's
     :meth:`~tunery.Formatter.read_file`); where it returns None, the file is read by its suffix."""
     files = expand_paths(specs)

@@ -3,8 +3,8 @@ read back memory-mapped, so that a data set of a million rows never sits in memo
 
 A split's file ``<split>.arrow`` is an Arrow IPC stream (what ``datasets.Dataset.from_file``
 reads) with one record batch per chunk of :data:`CHUNK` rows and three columns: ``example``
-(the example as JSON, exactly what the formatter returned), ``length`` (its ``input_ids``
-count, 0 without) and ``augmented`` (made by an extension from another row). Chunks are
+(the example as JSON, exactly what the formatter returned), ``length`` (its longest token list:
+``input_ids`` for a causal-LM example) and ``augmented`` (made by an extension from another row). Chunks are
 formatted in ``data.workers`` processes and written in row order, so the examples, their order
 and the bad rows' numbers do not depend on the number of workers.
 """
@@ -93,7 +93,7 @@ class ArrowExamples(Sequence):
         return values if self._index is None else values[self._index]
 
     def lengths(self):
-        """``len(example["input_ids"])`` of every example (numpy), read without decoding them."""
+        """The longest token list of every example (numpy), read without decoding them."""
         return self._values("length")
 
     def augmented(self):
@@ -117,10 +117,11 @@ def take(examples: Sequence, indices: Iterable[int]) -> Sequence:
 
 
 def lengths(examples: Sequence) -> list[int]:
-    """``len(example["input_ids"])`` of each example (from the Arrow column when there is one)."""
-    if isinstance(examples, ArrowExamples):
+    """The longest token list of each example (its ``input_ids`` for a causal-LM example), from
+    the Arrow column or the packed rows' members where there is one, without decoding."""
+    if hasattr(examples, "lengths"):
         return examples.lengths().tolist()
-    return [len(ex["input_ids"]) if isinstance(ex.get("input_ids"), list) else 0 for ex in examples]
+    return [max((len(v) for v in ex.values() if isinstance(v, list)), default=0) for ex in examples]
 
 
 def augmented_flags(examples: Sequence) -> list[bool]:
@@ -202,10 +203,17 @@ def format_to_arrow(run: Any, rows: Iterable, path: Path, *, workers: int | None
     """Format ``rows`` (any iterable of :class:`~tunery.data.Row`) with the run's formatter into
     the Arrow file ``path``, :data:`CHUNK` rows at a time, in ``workers`` processes when there is
     more than one chunk; bad rows (with their file and line) are returned in row order."""
-    import pyarrow as pa
-
     workers = workers or run.config.data.workers or default_workers()
     _JOB.update(run=run, formatter=run.formatter, options=run.config.format.options, tokenizer=run.tokenizer)
+    try:
+        return _format_to_arrow(rows, path, workers, what, owner)
+    finally:
+        _JOB.clear()
+
+
+def _format_to_arrow(rows: Iterable, path: Path, workers: int, what: str | None, owner: Any) -> Formatted:
+    import pyarrow as pa
+
     counted = _Counted(rows)
     chunks = _chunks(counted, CHUNK)
     if what:
@@ -219,8 +227,7 @@ def format_to_arrow(run: Any, rows: Iterable, path: Path, *, workers: int | None
     schema = _schema()
     path.parent.mkdir(parents=True, exist_ok=True)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        def write(result):
-            data, found, truncated, dropped, noted, can = result
+        for data, found, truncated, dropped, noted, can in _run_chunks(chunks, workers):
             writer.write_batch(pa.ipc.read_record_batch(pa.py_buffer(data), schema))
             problems.extend(found)
             totals["truncated"] += truncated
@@ -228,10 +235,6 @@ def format_to_arrow(run: Any, rows: Iterable, path: Path, *, workers: int | None
             notes.update(noted)
             if can is not None:
                 packable.append(can)
-
-        for result in _run_chunks(chunks, workers):
-            write(result)
-    _JOB.clear()
     examples = ArrowExamples(path, bool(packable) and all(packable), owner=owner)
     return Formatted(examples, counted.n, problems, totals["truncated"], totals["dropped"], dict(notes))
 

@@ -32,9 +32,10 @@ def pack(examples: Sequence[dict], max_length: int) -> PackedRows:
     memory-mapped examples); a row is joined when it is read."""
     import numpy as np
 
-    from .datastore import lengths as lengths_of
+    from .datastore import ArrowExamples
 
-    sizes = np.asarray(lengths_of(examples), dtype=np.int64)
+    sizes = np.asarray(examples.lengths() if isinstance(examples, ArrowExamples)
+                       else [len(ex["input_ids"]) for ex in examples], dtype=np.int64)
     order = np.lexsort((np.arange(len(sizes)), -sizes))  # longest first, then in order
     row_of = np.empty(len(sizes), dtype=np.int64)
     frees: list[int] = []  # the free room values that some row has, sorted
@@ -80,6 +81,15 @@ class PackedRows(SequenceABC):
         if not 0 <= r < len(self):
             raise IndexError(f"packed row {r} of {len(self)}")
         return _join([self.examples[int(i)] for i in self._members[self._starts[r]:self._starts[r + 1]]])
+
+    def lengths(self):
+        """The token count of every packed row (numpy), without joining them."""
+        import numpy as np
+
+        from .datastore import lengths
+
+        sizes = np.asarray(lengths(self.examples), dtype=np.int64)[self._members]
+        return np.add.reduceat(sizes, self._starts[:-1]) if len(self) else sizes[:0]
 
     def __eq__(self, other) -> bool:
         return isinstance(other, SequenceABC) and len(self) == len(other) and all(a == b for a, b in zip(self, other))

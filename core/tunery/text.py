@@ -39,7 +39,7 @@ def missing(row: Mapping[str, Any], column: str) -> RowError:
 
 def encode(tokenizer: Any, text: str) -> list[int]:
     """Token ids of ``text`` without special tokens (straight from the Rust tokenizer when that is
-    what ``tokenizer(text)`` would call: the same ids, a tenth of the time)."""
+    what ``tokenizer(text)`` would call: the same ids, about half the time)."""
     backend = _rust_backend(tokenizer)
     if backend is not None:
         return backend.encode(text, add_special_tokens=False).ids
