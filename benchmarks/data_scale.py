@@ -129,6 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--array-rows", type=int, nargs="*", help="sizes also read from a JSON list (default: all)")
     parser.add_argument("--write", action="store_true", help="put the table into docs/performance.md")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -147,8 +148,9 @@ def main() -> None:
             jsonl, array = write_files(folder, n)
             runs = [("datasets.map (reference), JSONL", "reference", jsonl, folder / "hf"),
                     ("tunery, first run, JSONL", "tunery", jsonl, shared),
-                    ("tunery, cached second run, JSONL", "tunery", jsonl, shared),
-                    ("tunery, first run, JSON list", "tunery", array, shared)]
+                    ("tunery, cached second run, JSONL", "tunery", jsonl, shared)]
+            if args.array_rows is None or n in args.array_rows:
+                runs.append(("tunery, first run, JSON list", "tunery", array, shared))
             reference = None
             for title, kind, path, cache in runs:
                 result = measure(kind, path, args.workers, cache, shared)

@@ -50,6 +50,14 @@ def test_a_json_list_is_read_element_by_element_and_bad_elements_keep_their_numb
     assert [r.values for r in rows if isinstance(r.values, dict) and r.source.row not in (21,)] == \
            [g for n, g in enumerate(good, 1) if n not in (5, 12, 21)]
 
+    raw = tmp_path / "raw.json"  # a byte that is not UTF-8, a lone surrogate, deep nesting: by element
+    raw.write_bytes(b'[{"text": "ok"}, {"text": "caf\xe9"}, {"text": "\\ud800"}, ' + b"[" * 150 + b"]" * 150
+                    + b', {"text": "ok"}]')
+    found: list = []
+    assert [r.source.row for r in datapipe.read_rows(str(raw), found)] == [1, 5]
+    assert [(p.source.row, p.reason) for p in found] == [(2, "invalid text"), (3, "invalid text"),
+                                                         (4, "too deeply nested")]
+
     broken = tmp_path / "broken.json"  # the first rows come before the end of the file is read
     broken.write_text("[" + ",\n".join(elements[:3]) + ",\n{oops}\n]")
     stream = datapipe.read_rows(str(broken), [])

@@ -270,8 +270,8 @@ def _read_json(path: str, problems: list[Problem]) -> Iterator[Row]:
     first = next((block.lstrip()[:1] for block in blocks if block.strip()), "")
     blocks.close()
     if first == "[":
-        for n, record in enumerate(_json_list(path), 1):
-            bad = row_problem(record)
+        for n, (record, text) in enumerate(_json_list(path), 1):
+            bad = None if _plain_line(text) and not _bad_text(text) else row_problem(record)
             if bad:
                 problems.append(Problem(Source(path, row=n), *bad))
             else:
@@ -301,7 +301,7 @@ def _read_json(path: str, problems: list[Problem]) -> Iterator[Row]:
 
 
 def _plain_line(line: str) -> bool:
-    """Whether a JSON line (its text already checked by :func:`_bad_text`) surely parses to a
+    """Whether a JSON line or list element (its text free of undecodable bytes) surely parses to a
     row :func:`row_problem` accepts: no ``\\u`` escape (a lone surrogate needs one), no NaN or
     Infinity, too few brackets to nest too deeply. Saves walking every row of a large file."""
     return ("\\u" not in line and "NaN" not in line and "Infinity" not in line
@@ -311,9 +311,10 @@ def _plain_line(line: str) -> bool:
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
-def _json_list(path: str) -> Iterator[Any]:
-    """The elements of the JSON list in ``path``, decoded one at a time from blocks of text (a
-    list of a million rows never sits in memory); a DataError with the line where it is not JSON."""
+def _json_list(path: str) -> Iterator[tuple[Any, str]]:
+    """The elements of the JSON list in ``path`` and their text, decoded one at a time from
+    blocks of text (a list of a million rows never sits in memory); a DataError with the line
+    where it is not JSON."""
     decoder = json.JSONDecoder(parse_constant=_NotJSON)
     blocks = _blocks(path)
     buf, pos, line, ended = "", 0, 1, False  # line: the line number of buf[0]
@@ -358,8 +359,8 @@ def _json_list(path: str) -> Iterator[Any]:
                     fail("nested too deeply", pos)
                 if end < len(buf) or ended or not more():  # a value cut at the block's end reads on
                     break
-            pos = end
-            yield value
+            text, pos = buf[pos:end], end
+            yield value, text
             after = skip()
             if after == "]":
                 pos += 1

@@ -50,11 +50,14 @@ def _rust_backend(tokenizer: Any) -> Any:
     """The ``tokenizers.Tokenizer`` that ``tokenizer.__call__`` would run unchanged (no
     truncation or padding set on it, special tokens matched the same way, no subclass changing
     the encoding), else None."""
-    from transformers.tokenization_utils_tokenizers import TokenizersBackend
-
     cls = type(tokenizer)
-    if not isinstance(tokenizer, TokenizersBackend) or any(
-            getattr(cls, name) is not getattr(TokenizersBackend, name) for name in ("__call__", "_encode_plus")):
+    plain = _PLAIN.get(cls)
+    if plain is None:
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+        plain = _PLAIN[cls] = issubclass(cls, TokenizersBackend) and all(
+            getattr(cls, name) is getattr(TokenizersBackend, name) for name in ("__call__", "_encode_plus"))
+    if not plain:
         return None
     backend = tokenizer._tokenizer
     if backend.truncation is not None or backend.padding is not None:
@@ -64,6 +67,7 @@ def _rust_backend(tokenizer: Any) -> Any:
     return backend
 
 
+_PLAIN: dict[type, bool] = {}  # tokenizer class -> whether its __call__ is TokenizersBackend's
 _BOS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -87,7 +91,8 @@ def bos_ids(tokenizer: Any) -> list[int]:
 
 
 def eos_ids(tokenizer: Any) -> list[int]:
-    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    eos = tokenizer.eos_token_id
+    return [eos] if eos is not None else []
 
 
 def prompt_response(tokenizer: Any, prompt: str, response: str, *, add_eos: bool = True,
