@@ -423,9 +423,8 @@ class Examples:
                "dropped_too_long": self.dropped}
         if self.notes:
             out["notes"] = dict(self.notes)
-        from .datastore import augmented_flags
-
-        augmented = sum(augmented_flags(self.examples))
+        flags = getattr(self.examples, "augmented", None)  # memory-mapped: a column
+        augmented = int(flags().sum()) if flags else sum(1 for ex in self.examples if ex.get("_augmented"))
         if augmented:
             out["augmented"] = augmented
         return out

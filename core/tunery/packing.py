@@ -32,9 +32,7 @@ def pack(examples: Sequence[dict], max_length: int) -> PackedRows:
     memory-mapped examples); a row is joined when it is read."""
     import numpy as np
 
-    from .datastore import ArrowExamples
-
-    sizes = np.asarray(examples.lengths() if isinstance(examples, ArrowExamples)
+    sizes = np.asarray(examples.lengths() if hasattr(examples, "lengths")  # memory-mapped: a column
                        else [len(ex["input_ids"]) for ex in examples], dtype=np.int64)
     order = np.lexsort((np.arange(len(sizes)), -sizes))  # longest first, then in order
     row_of = np.empty(len(sizes), dtype=np.int64)
@@ -86,9 +84,9 @@ class PackedRows(SequenceABC):
         """The token count of every packed row (numpy), without joining them."""
         import numpy as np
 
-        from .datastore import lengths
-
-        sizes = np.asarray(lengths(self.examples), dtype=np.int64)[self._members]
+        examples = self.examples
+        sizes = np.asarray(examples.lengths() if hasattr(examples, "lengths")
+                           else [len(ex["input_ids"]) for ex in examples], dtype=np.int64)[self._members]
         return np.add.reduceat(sizes, self._starts[:-1]) if len(self) else sizes[:0]
 
     def __eq__(self, other) -> bool:
