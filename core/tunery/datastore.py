@@ -40,13 +40,32 @@ class ArrowExamples(Sequence):
 
     def __init__(self, path: str | os.PathLike, packable: bool = False, index: Any = None, owner: Any = None):
         import numpy as np
-        import pyarrow as pa
 
         self.path, self.packable, self._owner = str(path), packable, owner
-        self._table = pa.ipc.open_stream(pa.memory_map(self.path)).read_all()
-        self._column = self._table.column("example")
-        self._starts = np.cumsum([0] + [len(c) for c in self._column.chunks])
+        self._mapped: Any = None  # (table, example column, first example of each batch), mapped when first read
         self._index = None if index is None else np.asarray(index, dtype=np.int64)
+
+    @property
+    def _table(self):
+        return self._open()[0]
+
+    @property
+    def _column(self):
+        return self._open()[1]
+
+    @property
+    def _starts(self):
+        return self._open()[2]
+
+    def _open(self) -> tuple:
+        if self._mapped is None:
+            import numpy as np
+            import pyarrow as pa
+
+            table = pa.ipc.open_stream(pa.memory_map(self.path)).read_all()
+            column = table.column("example")
+            self._mapped = (table, column, np.cumsum([0] + [len(c) for c in column.chunks]))
+        return self._mapped
 
     def __len__(self) -> int:
         return len(self._table) if self._index is None else len(self._index)
