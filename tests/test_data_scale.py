@@ -117,6 +117,17 @@ def test_a_second_prepare_maps_the_cache_and_gives_the_same_examples(tiny_lm, tm
     with pytest.raises(IndexError):
         examples[12]
 
+    # values an objective computes once per example (reference log-probabilities) travel with them
+    from tunery import add_example_values
+
+    add_example_values(examples, "ref_logps", [float(-i) for i in range(12)])
+    assert examples[3]["ref_logps"] == -3.0 and examples[-1]["ref_logps"] == -11.0
+    assert [e["ref_logps"] for e in examples] == [float(-i) for i in range(12)]
+    assert [e["ref_logps"] for e in examples.select([7, 2])] == [-7.0, -2.0]
+    assert pickle.loads(pickle.dumps(examples))[4]["ref_logps"] == -4.0
+    with pytest.raises(ValueError, match="3 values for 12 examples"):
+        add_example_values(examples, "short", [1, 2, 3])
+
 
 def _old_pack(examples, max_length):
     """The in-memory best fit (longest first) that packing was before it streamed."""

@@ -44,6 +44,7 @@ class ArrowExamples(Sequence):
         self.path, self.packable, self._owner = str(path), packable, owner
         self._mapped: Any = None  # (table, example column, first example of each batch), mapped when first read
         self._index = None if index is None else np.asarray(index, dtype=np.int64)
+        self._added: dict[str, list] = {}  # values set by add_values, one per example of this view
 
     @property
     def _table(self):
@@ -85,10 +86,14 @@ class ArrowExamples(Sequence):
 
         at = self._position(i)
         chunk = int(np.searchsorted(self._starts, at, side="right")) - 1
-        return json.loads(self._column.chunks[chunk][at - int(self._starts[chunk])].as_py())
+        example = json.loads(self._column.chunks[chunk][at - int(self._starts[chunk])].as_py())
+        if self._added:
+            i = i + len(self) if i < 0 else i
+            example.update({name: values[i] for name, values in self._added.items()})
+        return example
 
     def __iter__(self) -> Iterator[dict]:
-        if self._index is not None:
+        if self._index is not None or self._added:
             yield from (self[i] for i in range(len(self)))
             return
         for chunk in self._column.chunks:
@@ -103,11 +108,16 @@ class ArrowExamples(Sequence):
         return f"ArrowExamples({self.path!r}, {len(self)} examples)"
 
     def __reduce__(self):  # another process (a data loader worker) maps the same file
-        return ArrowExamples, (self.path, self.packable, self._index)
+        return _rebuild, (self.path, self.packable, self._index, self._added)
+
+    def add_values(self, name: str, values: Sequence) -> None:
+        """Give every example a key ``name`` with its value from ``values`` (in order): kept beside
+        the read-only file, in memory, e.g. a reference model's log-probabilities."""
+        if len(values) != len(self):
+            raise ValueError(f"{len(values)} values for {len(self)} examples")
+        self._added[name] = list(values)
 
     def _values(self, column: str):
-        import numpy as np
-
         values = self._table.column(column).to_numpy()
         return values if self._index is None else values[self._index]
 
@@ -125,7 +135,28 @@ class ArrowExamples(Sequence):
 
         indices = np.asarray(list(indices) if not hasattr(indices, "__len__") else indices, dtype=np.int64)
         base = indices if self._index is None else self._index[indices]
-        return ArrowExamples(self.path, self.packable, base, self._owner)
+        view = ArrowExamples(self.path, self.packable, base, self._owner)
+        view._added = {name: [values[i] for i in indices] for name, values in self._added.items()}
+        return view
+
+
+def _rebuild(path: str, packable: bool, index: Any, added: dict) -> ArrowExamples:
+    examples = ArrowExamples(path, packable, index)
+    examples._added = added
+    return examples
+
+
+def add_example_values(examples: Sequence, name: str, values: Sequence) -> None:
+    """Give every example of a split (a list of dicts, or the memory-mapped examples a run trains
+    on) the key ``name`` with its value from ``values``, in order: how an objective attaches what
+    it computes once per example before training (reference log-probabilities, prompt numbers)."""
+    if isinstance(examples, ArrowExamples):
+        examples.add_values(name, values)
+        return
+    if len(values) != len(examples):
+        raise ValueError(f"{len(values)} values for {len(examples)} examples")
+    for example, value in zip(examples, values):
+        example[name] = value
 
 
 def take(examples: Sequence, indices: Iterable[int]) -> Sequence:
