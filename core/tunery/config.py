@@ -299,25 +299,33 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set expects key.path=value, got '{item}'")
         path, _, text = item.partition("=")
-        keys = [k for k in path.strip().split(".") if k]
-        if not keys:
-            raise ConfigError(f"--set expects key.path=value, got '{item}'")
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
-        node = raw
-        for depth, key in enumerate(keys[:-1]):
-            child = node.get(key)
-            if isinstance(child, str) and key in SECTIONS:  # "method: lora" + --set method.r=8
-                child = {"name": child}
-            elif child is None:
-                child = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"--set {item}: '{'.'.join(keys[:depth + 1])}' is not a section")
-            node[key] = child
-            node = child
-        node[keys[-1]] = value
+        set_config_key(raw, path, value, f"--set {item}")
+    return raw
+
+
+def set_config_key(raw: dict, path: str, value: Any, where: str) -> dict:
+    """Set the dotted key ``path`` (``training.learning_rate``) of the raw config mapping ``raw``;
+    a plugin section given by name (``method: lora``) becomes ``{name: lora, ...}``. Errors start
+    with ``where`` (the option or config key that asked)."""
+    keys = [k for k in path.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"{where}: expected a dotted config key such as training.learning_rate, got '{path}'")
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if isinstance(child, str) and key in SECTIONS:  # "method: lora" + method.r=8
+            child = {"name": child}
+        elif child is None:
+            child = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{where}: '{'.'.join(keys[:depth + 1])}' is not a section")
+        node[key] = child
+        node = child
+    node[keys[-1]] = value
     return raw
 
 

@@ -91,3 +91,23 @@ def use_chunked_loss(args: Any, model: Any) -> bool:
     """Chunked loss where it is exact and safe: not with FSDP or DeepSpeed, which shard the
     output head and expect it to run inside the model's forward."""
     return not (args.fsdp or args.deepspeed) and supports_chunked_loss(model)
+
+
+def labelled_logits(logits: Any, labels: Any) -> Any:
+    """The logits that predict a labelled token, one row each (a causal LM's 3-d logits are
+    shifted by one position and masked with ``labels``), or every row of a classifier's 2-d logits:
+    what a loss over output distributions (KL, smoothing) compares."""
+    if logits.dim() == 2:
+        return logits
+    keep = labels[:, 1:] != IGNORE_INDEX
+    return logits[:, :-1][keep]
+
+
+def loss_and_logits(inner: Any, model: Any, inputs: dict) -> tuple[Any, Any]:
+    """For an extension's ``compute_loss``: the inner loss and the logits of the same forward pass
+    (a second pass where the inner loss came without outputs)."""
+    loss, outputs = inner(model, inputs, return_outputs=True)
+    logits = getattr(outputs, "logits", None) if outputs is not None else None
+    if logits is None:
+        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+    return loss, logits

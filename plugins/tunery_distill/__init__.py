@@ -16,8 +16,6 @@ from typing import Literal
 
 from tunery import ConfigError, IncompatibleError, Objective, hookimpl
 
-IGNORE_INDEX = -100
-
 
 @dataclasses.dataclass
 class DistillOptions:
@@ -63,15 +61,6 @@ def divergence(student_logits, teacher_logits, kind: str = "forward_kl", tempera
     return per_row.mean() * temperature ** 2
 
 
-def aligned(logits, labels):
-    """The rows that are compared: the positions predicting a labelled token (causal LM, 3-d
-    logits) or every example (classification)."""
-    if logits.dim() == 2:
-        return logits
-    keep = labels[:, 1:] != IGNORE_INDEX
-    return logits[:, :-1][keep]
-
-
 class Distill(Objective):
     name = "distill"
     description = "knowledge distillation: KL to a teacher's softened outputs (forward, reverse, JSD) + task loss"
@@ -96,7 +85,7 @@ class Distill(Objective):
 
     def compute_loss(self, model, inputs, options, run):
         import torch
-        from tunery import record
+        from tunery import labelled_logits, record
 
         state = run.state[self.name]
         teacher = state["teacher"]
@@ -113,7 +102,7 @@ class Distill(Objective):
             teacher_logits, student_logits = teacher_logits[..., :size], outputs.logits[..., :size]
         else:
             student_logits = outputs.logits
-        kd = divergence(aligned(student_logits, labels), aligned(teacher_logits, labels), options.loss,
+        kd = divergence(labelled_logits(student_logits, labels), labelled_logits(teacher_logits, labels), options.loss,
                         options.temperature, options.beta)
         if model.training:
             record(state["metrics"], **{"distill/kd": kd.detach(), "distill/task": outputs.loss.detach()})

@@ -10,8 +10,6 @@ import dataclasses
 
 from tunery import ConfigError, Extension, hookimpl
 
-IGNORE_INDEX = -100
-
 
 @dataclasses.dataclass
 class LabelSmoothingOptions:
@@ -22,25 +20,12 @@ class LabelSmoothingOptions:
             raise ConfigError(f"config key '{where}.epsilon' must be in (0, 1), got {self.epsilon}")
 
 
-def loss_and_logits(inner, model, inputs):
-    """The inner loss and the logits of the same forward pass (a second pass where the inner
-    loss came without outputs)."""
-    loss, outputs = inner(model, inputs, return_outputs=True)
-    logits = getattr(outputs, "logits", None) if outputs is not None else None
-    if logits is None:
-        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
-    return loss, logits
-
-
 def uniform_term(logits, labels):
     """Mean over labelled positions (causal LM) or examples of -mean_v log p_v."""
     import torch.nn.functional as F
+    from tunery import labelled_logits
 
-    logp = F.log_softmax(logits.float(), dim=-1)
-    if logp.dim() == 2:
-        return -logp.mean(-1).mean()
-    keep = labels[:, 1:] != IGNORE_INDEX
-    return -logp[:, :-1][keep].mean(-1).mean()
+    return -F.log_softmax(labelled_logits(logits, labels).float(), dim=-1).mean(-1).mean()
 
 
 class LabelSmoothing(Extension):
@@ -51,6 +36,8 @@ class LabelSmoothing(Extension):
     Options = LabelSmoothingOptions
 
     def compute_loss(self, inner, model, inputs, options, run):
+        from tunery import loss_and_logits
+
         loss, logits = loss_and_logits(inner, model, inputs)
         return (1 - options.epsilon) * loss + options.epsilon * uniform_term(logits, inputs["labels"])
 

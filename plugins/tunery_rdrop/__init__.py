@@ -10,8 +10,6 @@ import dataclasses
 
 from tunery import ConfigError, Extension, hookimpl
 
-IGNORE_INDEX = -100
-
 
 @dataclasses.dataclass
 class RdropOptions:
@@ -22,22 +20,11 @@ class RdropOptions:
             raise ConfigError(f"config key '{where}.alpha' must be positive, got {self.alpha}")
 
 
-def loss_and_logits(inner, model, inputs):
-    """The inner loss and the logits of the same forward pass (a second pass where the inner
-    loss came without outputs)."""
-    loss, outputs = inner(model, inputs, return_outputs=True)
-    logits = getattr(outputs, "logits", None) if outputs is not None else None
-    if logits is None:
-        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
-    return loss, logits
-
-
 def symmetric_kl(a, b, labels):
     import torch.nn.functional as F
+    from tunery import labelled_logits
 
-    if a.dim() == 3:
-        keep = labels[:, 1:] != IGNORE_INDEX
-        a, b = a[:, :-1][keep], b[:, :-1][keep]
+    a, b = labelled_logits(a, labels), labelled_logits(b, labels)
     la, lb = F.log_softmax(a.float(), -1), F.log_softmax(b.float(), -1)
     kl = F.kl_div(la, lb, log_target=True, reduction="none").sum(-1) + F.kl_div(lb, la, log_target=True,
                                                                                 reduction="none").sum(-1)
@@ -52,7 +39,7 @@ class Rdrop(Extension):
     Options = RdropOptions
 
     def compute_loss(self, inner, model, inputs, options, run):
-        from tunery import record
+        from tunery import loss_and_logits, record
 
         if not model.training:
             return inner(model, inputs)

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from tunery import ConfigError, coerce
+from tunery import ConfigError, coerce, set_config_key
 
 RANGES = ("log_uniform", "uniform", "int")
 
@@ -117,24 +117,6 @@ def split_config(raw: dict) -> tuple[dict, SweepOptions]:
     return raw, coerce(section, SweepOptions, "sweep")
 
 
-def set_key(raw: dict, path: str, value: Any) -> dict:
-    """Set the dotted config key ``path`` (a plugin section given by name becomes a mapping)."""
-    keys = path.split(".")
-    node = raw
-    for depth, key in enumerate(keys[:-1]):
-        child = node.get(key)
-        if isinstance(child, str):  # "method: lora" -> {name: lora, r: ...}
-            child = {"name": child}
-        elif child is None:
-            child = {}
-        elif not isinstance(child, dict):
-            raise ConfigError(f"sweep.parameters.{path}: '{'.'.join(keys[:depth + 1])}' is not a config section")
-        node[key] = child
-        node = child
-    node[keys[-1]] = value
-    return raw
-
-
 def get_key(config: dict, path: str) -> Any:
     """The value of the dotted key ``path`` in a resolved config mapping, or None."""
     node: Any = config
@@ -149,7 +131,7 @@ def trial_config(base: dict, params: dict, output_dir: str) -> dict:
     """The run config of one trial: ``base`` with ``params`` set, writing to ``output_dir``."""
     raw = copy.deepcopy(base)
     for name, value in params.items():
-        set_key(raw, name, value)
+        set_config_key(raw, name, value, f"sweep.parameters.{name}")
     raw["output_dir"] = output_dir
     raw["overwrite"] = True
     raw.pop("resume", None)
