@@ -26,7 +26,7 @@ _LAZY = {
     "at_least": "options", "closest": "options", "coerce": "options",
     # data and text
     "Row": "data", "Source": "data", "Problem": "data", "load_rows": "data", "problems_message": "data", "expand_paths": "data", "format_rows": "data", "note": "data",
-    "IGNORE_INDEX": "collate", "Collator": "collate", "labelled_logits": "loss", "loss_and_logits": "loss",
+    "IGNORE_INDEX": "collate", "add_example_values": "datastore", "precompute_values": "preference", "Collator": "collate", "labelled_logits": "loss", "loss_and_logits": "loss",
     "text_column": "text", "prompt_response": "text", "chat_prompt_response": "text", "has_chat_template": "text",
     "encode": "text", "bos_ids": "text", "eos_ids": "text", "missing": "text",
     "ROLES": "chat", "read_messages": "chat", "render": "chat", "trained_messages": "chat", "content_text": "chat",

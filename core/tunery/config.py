@@ -33,6 +33,7 @@ class DataConfig:
     limit: int | None = None
     group_by_length: bool = False  # batch examples of similar length together (less padding)
     cache: bool = True  # reuse tokenised examples when files, tokenizer and formatter are unchanged
+    workers: int | None = None  # processes that format the rows (None: the usable cores, at most 8)
     control: list[str] = dataclasses.field(default_factory=list)  # columns whose values become tags: <col=value>
 
     def validate(self, where: str) -> None:
@@ -43,7 +44,7 @@ class DataConfig:
         self.train, self.eval = [absolute(p) for p in self.train], [absolute(p) for p in self.eval]
         if self.val_split is not None and not 0.0 <= self.val_split < 1.0:
             raise ConfigError(f"config key '{where}.val_split' must be in [0, 1), got {self.val_split}")
-        at_least(self, where, max_length=8)
+        at_least(self, where, max_length=8, workers=1)
 
 
 @dataclasses.dataclass

@@ -19,7 +19,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from .errors import DataError, RowError
 
@@ -34,6 +34,9 @@ class Source:
     file: str
     line: int | None = None
     row: int | None = None
+
+    def __reduce__(self):  # compact when rows go to the worker processes
+        return Source, (self.file, self.line, self.row)
 
     def __str__(self) -> str:
         if self.line is not None:
@@ -64,6 +67,9 @@ class Row:
     #: Copied into each example of the row (keys start with ``_``: the collator leaves them out).
     #: ``_augmented``: made by an extension from another row; kept out of evaluation data.
     tags: dict = dataclasses.field(default_factory=dict)
+
+    def __reduce__(self):
+        return Row, (self.values, self.source, self.tags)
 
 
 def is_hub_name(spec: str) -> bool:
@@ -170,27 +176,38 @@ def _bad_text(text: str) -> str | None:
         return f"lone surrogate \\u{char:04x} is not valid Unicode text"
 
 
-def _read_text(path: str) -> str:
-    """The text of ``path`` (a leading UTF-8 BOM dropped; bytes that are not UTF-8 kept as
-    surrogates so that the rows holding them are reported, not the whole file)."""
-    with open(path, "rb") as f:
-        return f.read().decode("utf-8-sig", errors="surrogateescape")
+BLOCK = 1 << 20  # characters read at a time from a data file
 
 
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    """(1-based number, line) of ``text``, split at newlines only (not at U+2028 and friends)."""
-    for n, line in enumerate(text.split("\n"), 1):
-        yield n, line[:-1] if line.endswith("\r") else line
+def _blocks(path: str) -> Iterator[str]:
+    """The text of ``path`` in blocks (a leading UTF-8 BOM dropped; bytes that are not UTF-8 kept
+    as surrogates so that the rows holding them are reported, not the whole file)."""
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        yield from iter(lambda: f.read(BLOCK), "")
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """(1-based number, line) of the file ``path``, read as it goes, split at newlines only (not
+    at U+2028 and friends)."""
+    n, rest = 0, ""
+    for block in _blocks(path):
+        parts = (rest + block).split("\n")
+        rest = parts.pop()
+        for line in parts:
+            n += 1
+            yield n, line[:-1] if line.endswith("\r") else line
+    yield n + 1, rest[:-1] if rest.endswith("\r") else rest
 
 
 def read_rows(path: str, problems: list[Problem]) -> Iterator[Row]:
-    """Rows of one file; unreadable rows (invalid JSON, bad text...) are appended to ``problems``."""
+    """Rows of one file, read as they are needed (a file never sits in memory whole);
+    unreadable rows (invalid JSON, bad text...) are appended to ``problems``."""
     suffix = Path(path).suffix.lower()
     if not os.path.exists(path) and HUB_NAME.fullmatch(path):
         for n, record in enumerate(load_hub(path), 1):
             yield Row(record, Source(path, row=n))
     elif suffix == ".txt":
-        for n, text in _lines(_read_text(path)):
+        for n, text in _lines(path):
             if text.strip():
                 bad = _bad_text(text)
                 if bad:
@@ -206,8 +223,11 @@ def read_rows(path: str, problems: list[Problem]) -> Iterator[Row]:
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        for n, record in enumerate(pq.read_table(path).to_pylist(), 1):
-            yield Row(record, Source(path, row=n))
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches():
+            for record in batch.to_pylist():
+                n += 1
+                yield Row(record, Source(path, row=n))
     else:
         raise DataError(f"data file '{path}' has an unknown type '{suffix}'; use one of {', '.join(SUFFIXES)}")
 
@@ -216,51 +236,48 @@ def _read_csv(path: str, problems: list[Problem]) -> Iterator[Row]:
     """CSV rows by header; a row with more or fewer fields than the header (an unquoted comma in
     a value...) is a bad row, never cut to fit."""
     import csv
-    import io
 
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
-    try:
-        header = next(reader, None)
-        if header is None:
-            return
-        n = 0
-        for fields in reader:
-            if not fields:  # a blank line
-                continue
-            n += 1
-            source = Source(path, line=reader.line_num, row=n)
-            if len(fields) != len(header):
-                problems.append(Problem(source, "wrong field count",
-                                        f"{len(fields)} fields, the header has {len(header)} "
-                                        "(a value holding a comma must be in double quotes)"))
-                continue
-            record = dict(zip(header, fields))
-            bad = row_problem(record)
-            if bad:
-                problems.append(Problem(source, *bad))
-            else:
-                yield Row(record, source)
-    except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            n = 0
+            for fields in reader:
+                if not fields:  # a blank line
+                    continue
+                n += 1
+                source = Source(path, line=reader.line_num, row=n)
+                if len(fields) != len(header):
+                    problems.append(Problem(source, "wrong field count",
+                                            f"{len(fields)} fields, the header has {len(header)} "
+                                            "(a value holding a comma must be in double quotes)"))
+                    continue
+                record = dict(zip(header, fields))
+                bad = row_problem(record)
+                if bad:
+                    problems.append(Problem(source, *bad))
+                else:
+                    yield Row(record, source)
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
 
 
 def _read_json(path: str, problems: list[Problem]) -> Iterator[Row]:
-    text = _read_text(path)
-    if text.lstrip().startswith("["):
-        try:
-            records = _json_loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); the whole file is one JSON list") from None
-        except RecursionError:
-            raise DataError(f"{path}: invalid JSON (nested too deeply); the whole file is one JSON list") from None
-        for n, record in enumerate(records, 1):
-            bad = row_problem(record)
+    """A JSON list (its elements numbered as rows) or one JSON value per line."""
+    blocks = _blocks(path)
+    first = next((block.lstrip()[:1] for block in blocks if block.strip()), "")
+    blocks.close()
+    if first == "[":
+        for n, (record, text) in enumerate(_json_list(path), 1):
+            bad = None if _plain_line(text) and not _bad_text(text) else row_problem(record)
             if bad:
                 problems.append(Problem(Source(path, row=n), *bad))
             else:
                 yield Row(record, Source(path, row=n))
         return
-    for n, line in _lines(text):
+    for n, line in _lines(path):
         if not line.strip():
             continue
         source = Source(path, line=n)
@@ -276,11 +293,83 @@ def _read_json(path: str, problems: list[Problem]) -> Iterator[Row]:
         except RecursionError:
             problems.append(Problem(source, "too deeply nested", f"nested deeper than {MAX_DEPTH} levels"))
             continue
-        bad = row_problem(record)
+        bad = None if _plain_line(line) else row_problem(record)
         if bad:
             problems.append(Problem(source, *bad))
         else:
             yield Row(record, source)
+
+
+def _plain_line(line: str) -> bool:
+    """Whether a JSON line or list element (its text free of undecodable bytes) surely parses to a
+    row :func:`row_problem` accepts: no ``\\u`` escape (a lone surrogate needs one), no NaN or
+    Infinity, too few brackets to nest too deeply. Saves walking every row of a large file."""
+    return ("\\u" not in line and "NaN" not in line and "Infinity" not in line
+            and line.count("[") + line.count("{") < MAX_DEPTH)
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _json_list(path: str) -> Iterator[tuple[Any, str]]:
+    """The elements of the JSON list in ``path`` and their text, decoded one at a time from
+    blocks of text (a list of a million rows never sits in memory); a DataError with the line
+    where it is not JSON."""
+    decoder = json.JSONDecoder(parse_constant=_NotJSON)
+    blocks = _blocks(path)
+    buf, pos, line, ended = "", 0, 1, False  # line: the line number of buf[0]
+
+    def fail(msg: str, at: int):
+        where = line + buf.count("\n", 0, at)
+        raise DataError(f"{path}:{where}: invalid JSON ({msg}); the whole file is one JSON list")
+
+    def more() -> bool:
+        nonlocal buf, pos, line, ended
+        block = next(blocks, None)
+        if block is None:
+            ended = True
+            return False
+        line += buf.count("\n", 0, pos)
+        buf, pos = buf[pos:] + block, 0
+        return True
+
+    def skip() -> str:  # the next character after white space ("" at the end of the file)
+        nonlocal pos
+        while True:
+            pos = _SPACE.match(buf, pos).end()
+            if pos < len(buf) or not more():
+                return buf[pos:pos + 1]
+
+    skip()
+    pos += 1  # the "["
+    if skip() == "]":
+        pos += 1
+    else:
+        while True:
+            if not skip():
+                fail("Expecting value", pos)
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError as exc:
+                    if ended or not more():
+                        fail(exc.msg, exc.pos)
+                    continue
+                except RecursionError:
+                    fail("nested too deeply", pos)
+                if end < len(buf) or ended or not more():  # a value cut at the block's end reads on
+                    break
+            text, pos = buf[pos:end], end
+            yield value, text
+            after = skip()
+            if after == "]":
+                pos += 1
+                break
+            if after != ",":
+                fail("Expecting ',' delimiter" if after else "Expecting ']'", pos)
+            pos += 1
+    if skip():
+        fail("Extra data", pos)
 
 
 def offline() -> bool:
@@ -314,9 +403,12 @@ def file_digest(path: str) -> str:
 
 @dataclasses.dataclass
 class Examples:
-    """Formatted examples of one split and the accounting of how they were made."""
+    """Formatted examples of one split and the accounting of how they were made. ``examples`` is a
+    sequence of dicts: memory-mapped from the split's Arrow file
+    (:class:`~tunery.datastore.ArrowExamples`) after :func:`tunery.datatools.prepare_data`, a list
+    where a step (an extension's ``transform_examples``...) made one."""
 
-    examples: list[dict]
+    examples: Sequence[dict]
     files: list[str]
     rows: int
     problems: list[Problem]
@@ -331,7 +423,8 @@ class Examples:
                "dropped_too_long": self.dropped}
         if self.notes:
             out["notes"] = dict(self.notes)
-        augmented = sum(1 for ex in self.examples if ex.get("_augmented"))
+        flags = getattr(self.examples, "augmented", None)  # memory-mapped: a column
+        augmented = int(flags().sum()) if flags else sum(1 for ex in self.examples if ex.get("_augmented"))
         if augmented:
             out["augmented"] = augmented
         return out
@@ -339,22 +432,30 @@ class Examples:
 
 def load_rows(specs: list[str], limit: int | None = None,
               reader: Any = None) -> tuple[list[Row], list[str], list[Problem]]:
-    """All rows of the files named by ``specs`` (at most ``limit``), the files, and read problems.
+    """All rows of the files named by ``specs`` (at most ``limit``), the files, and read problems
+    (a list in memory: for a few rows; the training pipeline streams them).
     ``reader(path, problems)`` may read a file itself (the formatter's
     :meth:`~tunery.Formatter.read_file`); where it returns None, the file is read by its suffix."""
     files = expand_paths(specs)
     problems: list[Problem] = []
-    rows: list[Row] = []
+    return list(stream_rows(files, problems, limit, reader)), files, problems
+
+
+def stream_rows(files: list[str], problems: list[Problem], limit: int | None = None,
+                reader: Any = None) -> Iterator[Row]:
+    """The rows of ``files`` one at a time (at most ``limit``), as :func:`load_rows` reads them;
+    read problems are appended to ``problems`` as they are met."""
+    count = 0
     for path in files:
-        before = (len(rows), len(problems))
+        before = (count, len(problems))
         own = reader(path, problems) if reader is not None else None
         for row in own if own is not None else read_rows(path, problems):
-            rows.append(row)
-            if limit is not None and len(rows) >= limit:
-                return rows, files, problems
-        if (len(rows), len(problems)) == before:
+            count += 1
+            yield row
+            if limit is not None and count >= limit:
+                return
+        if (count, len(problems)) == before:
             raise DataError(f"no rows in {path}: the file is empty; remove it from the data or fill it")
-    return rows, files, problems
 
 
 _NOTES: contextvars.ContextVar[collections.Counter | None] = contextvars.ContextVar("tunery_notes", default=None)

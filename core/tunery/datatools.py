@@ -3,9 +3,11 @@
 
 read rows (files, folders, globs, hub names) -> formatter.prepare_rows -> label names
 (classification) -> formatter.format -> length policy -> examples, with every bad row counted.
-The examples of a run are cached by fingerprint (data files' hashes, tokenizer, formatter and its
-options, length settings, seed) under ``<cache>/data/<fingerprint>/`` as JSON: a second run with
-the same inputs skips reading and tokenisation.
+Rows stream from the files and are formatted in chunks, in worker processes
+(:mod:`tunery.datastore`), into one Arrow file per split that training reads memory-mapped. The
+examples of a run are cached by fingerprint (data files' hashes, tokenizer, formatter and its
+options, length settings, seed) under ``<cache>/data/<fingerprint>/``: a second run with the
+same inputs maps the same files, skipping reading and tokenisation.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import logging
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from . import data as datapipe
 from .errors import DataError
@@ -33,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("tunery")
 MARK_OPEN, MARK_CLOSE = "\u27e6", "\u27e7"  # ⟦trained⟧ spans in previews
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"  # 3: Arrow files
 
 
 @dataclasses.dataclass
@@ -67,16 +69,26 @@ def formatting_context(engine: Engine, format_name: str, options: dict | None, t
                       model_task=formatter.task, tokenizer=tokenizer)
 
 
-def read_split(run: RunContext, specs: list[str], split: str) -> tuple[list, list[str], list]:
-    """Rows of ``specs`` (``data.limit`` applies to train) after the formatter's ``prepare_rows``,
-    the files read, and the rows that could not be read."""
+def read_split(run: RunContext, specs: list[str], split: str) -> tuple[Iterable, list[str], list]:
+    """Rows of ``specs`` (``data.limit`` applies to train) after the formatter's ``prepare_rows``
+    and the extensions' ``transform_rows``, the files read, and the rows that could not be read
+    (filled in as the rows are read). The rows stream from the files (any number of them) unless
+    a step needs the whole split at once: a formatter's own ``prepare_rows`` or ``label_names``
+    (classification), an extension's ``transform_rows``; then they are a list in memory."""
+    from .members import Extension, Formatter
+
     limit = run.config.data.limit if split == "train" else None
     formatter, options = run.formatter, run.config.format.options
     reader = lambda path, found: formatter.read_file(path, options, found)  # noqa: E731
-    rows, files, problems = datapipe.load_rows(specs, limit, reader) if specs else ([], [], [])
-    rows = formatter.prepare_rows(rows, options, run, split)
-    for extension, ext_options in run.extensions:
-        rows = extension.transform_rows(rows, ext_options, run, split)
+    files = datapipe.expand_paths(specs) if specs else []
+    problems: list = []
+    rows: Iterable = datapipe.stream_rows(files, problems, limit, reader)
+    whole = (type(formatter).prepare_rows is not Formatter.prepare_rows or run.data_task in LABELLED_TASKS
+             or any(type(ext).transform_rows is not Extension.transform_rows for ext, _ in run.extensions))
+    if whole:
+        rows = formatter.prepare_rows(list(rows), options, run, split)
+        for extension, ext_options in run.extensions:
+            rows = extension.transform_rows(rows, ext_options, run, split)
     return rows, files, problems
 
 
@@ -91,17 +103,26 @@ def label_names(run: RunContext, rows: list) -> list[str] | None:
     return list(names)
 
 
-def format_split(run: RunContext, rows: list, files: list[str], problems: list, split: str = "") -> datapipe.Examples:
-    notes = collections.Counter()
+def format_split(run: RunContext, rows: Iterable, files: list[str], problems: list, split: str = "",
+                 path: Path | None = None) -> datapipe.Examples:
+    """Format ``rows`` (a stream or a list) into the Arrow file ``path`` (a temporary one when
+    None, removed with the examples); ``problems`` gets the bad rows after the unreadable ones."""
+    from .datastore import TempFolder, format_to_arrow
+
+    owner = None
+    if path is None:
+        owner = TempFolder(run.engine.cache_dir / "data")
+        path = owner.path / "examples.arrow"
     what = f"tokenising the {split} data ({run.formatter.name})" if split else None
-    examples, truncated, dropped = datapipe.format_rows(rows, run.formatter, run.config.format.options,
-                                                        run.tokenizer, run, problems, notes, what=what)
-    return datapipe.Examples(examples, files, len(rows), problems, truncated, dropped, dict(notes))
+    done = format_to_arrow(run, rows, path, what=what, owner=owner)
+    problems.extend(done.problems)
+    return datapipe.Examples(done.examples, files, done.rows, problems, done.truncated, done.dropped, done.notes)
 
 
 def prepare_data(run: RunContext) -> Prepared:
-    """The train and eval examples of ``run`` (from the cache when ``data.cache`` and the inputs
-    are unchanged); ``run.label_names`` is set for classification."""
+    """The train and eval examples of ``run``, memory-mapped from Arrow files (from the cache
+    when ``data.cache`` and the inputs are unchanged); ``run.label_names`` is set for
+    classification."""
     cfg = run.config.data
     folder = run.engine.cache_dir / "data" / fingerprint(run) if cfg.cache else None
     if folder is not None and (folder / "meta.json").is_file():
@@ -111,13 +132,18 @@ def prepare_data(run: RunContext) -> Prepared:
         return prepared
     log.info("reading the data: %s", ", ".join(cfg.train + cfg.eval))
     rows, files, problems = read_split(run, cfg.train, "train")
-    eval_rows, eval_files, eval_problems = read_split(run, cfg.eval, "eval")
     run.label_names = label_names(run, rows)
-    prepared = Prepared(format_split(run, rows, files, problems, "training"),
-                        format_split(run, eval_rows, eval_files, eval_problems, "evaluation"), run.label_names)
-    if folder is not None:
-        _save(folder, prepared)
-    return prepared
+    if folder is None:
+        return Prepared(format_split(run, rows, files, problems, "training"),
+                        format_split(run, *read_split(run, cfg.eval, "eval"), "evaluation"), run.label_names)
+    tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        train = format_split(run, rows, files, problems, "training", tmp / "train.arrow")
+        evaluation = format_split(run, *read_split(run, cfg.eval, "eval"), "evaluation", tmp / "eval.arrow")
+        _save(tmp, folder, Prepared(train, evaluation, run.label_names))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dataclasses.replace(_load(folder), cached=False)
 
 
 def other_format(run: RunContext, specs: list[str], sample: int = 5) -> tuple[str, list[str]] | None:
@@ -206,34 +232,32 @@ def fingerprint(run: RunContext) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _save(folder: Path, prepared: Prepared) -> None:
-    tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
+def _save(tmp: Path, folder: Path, prepared: Prepared) -> None:
+    """Write the accounting next to the Arrow files in ``tmp`` and make it the cache ``folder``."""
     meta = {"labels": prepared.labels}
     for split in ("train", "eval"):
         part: datapipe.Examples = getattr(prepared, split)
-        with open(tmp / f"{split}.jsonl", "w") as f:
-            f.writelines(json.dumps(ex) + "\n" for ex in part.examples)
         meta[split] = {"files": part.files, "rows": part.rows, "truncated": part.truncated,
-                       "dropped": part.dropped, "notes": part.notes, "problems": [p.to_json() for p in part.problems]}
+                       "dropped": part.dropped, "notes": part.notes, "packable": part.examples.packable,
+                       "problems": [p.to_json() for p in part.problems]}
     (tmp / "meta.json").write_text(json.dumps(meta))
     try:
         os.rename(tmp, folder)
     except OSError:  # another run wrote it first
-        shutil.rmtree(tmp, ignore_errors=True)
+        pass
 
 
 def _load(folder: Path) -> Prepared:
+    from .datastore import ArrowExamples
+
     meta = json.loads((folder / "meta.json").read_text())
     parts = {}
     for split in ("train", "eval"):
         m = meta[split]
-        with open(folder / f"{split}.jsonl") as f:
-            examples = [json.loads(line) for line in f]
         problems = [datapipe.Problem(datapipe.Source(p["file"], p["line"], p["row"]), p["reason"], p["detail"])
                     for p in m["problems"]]
-        parts[split] = datapipe.Examples(examples, m["files"], m["rows"], problems, m["truncated"], m["dropped"],
-                                         m["notes"])
+        parts[split] = datapipe.Examples(ArrowExamples(folder / f"{split}.arrow", m["packable"]), m["files"],
+                                         m["rows"], problems, m["truncated"], m["dropped"], m["notes"])
     return Prepared(parts["train"], parts["eval"], meta["labels"], cached=True)
 
 
@@ -254,19 +278,20 @@ def load_tokenizer_for(engine: Engine, model: str | None):
 
 def check_config(engine: Engine, config: Any, specs: list[str] = ()) -> dict[str, datapipe.Examples]:
     """Format the data of a run's ``config`` (or ``specs`` instead of its training data) exactly as
-    that run will: its model's tokenizer, format options, data.max_length and data.truncation.
+    that run will: its model's tokenizer, format options, data.max_length and data.truncation
+    (without ``specs``, through :func:`prepare_data`: the run then finds its data in the cache).
     Returns ``{"train": ..., "eval": ...}`` (eval only when the config has evaluation data)."""
     from .context import RunContext
     from .loading import load_tokenizer
 
     run = RunContext.create(engine, config)
     run.tokenizer = load_tokenizer(engine.resolve_model(config.model), config.trust_remote_code)
-    rows, files, problems = read_split(run, list(specs) or config.data.train, "train")
+    if not specs:  # the run's own data: prepared (and cached) as training prepares it
+        prepared = prepare_data(run)
+        return {"train": prepared.train, **({"eval": prepared.eval} if config.data.eval else {})}
+    rows, files, problems = read_split(run, list(specs), "train")
     run.label_names = label_names(run, rows)
-    results = {"train": format_split(run, rows, files, problems)}
-    if config.data.eval and not specs:
-        results["eval"] = format_split(run, *read_split(run, config.data.eval, "eval"))
-    return results
+    return {"train": format_split(run, rows, files, problems)}
 
 
 def check(engine: Engine, format_name: str, specs: list[str], *, options: dict | None = None,

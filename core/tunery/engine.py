@@ -129,6 +129,21 @@ class Engine:
             training_arguments(run)
         return config
 
+    def prepare_data(self, config: Any, overrides: Iterable[str] = ()):
+        """Read, format and cache a run's data as training will (no model weights are loaded);
+        returns a :class:`~tunery.datatools.Prepared` whose splits' ``examples`` are memory-mapped.
+        A run of the same config then reuses the cache."""
+        from .config import RunConfig
+        from .datatools import prepare_data
+        from .loading import load_tokenizer
+        from .run import new_context
+
+        if not isinstance(config, RunConfig):
+            config = self.config(config, overrides)
+        run = new_context(self, config)
+        run.tokenizer = load_tokenizer(self.resolve_model(config.model), config.trust_remote_code)
+        return prepare_data(run)
+
     def resolve_model(self, reference: str):
         """Local files for a model reference, asked of the model-source plugins in turn."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)

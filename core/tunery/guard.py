@@ -113,7 +113,10 @@ def fit_batch_size(model: Any, examples: list[dict], collate: Callable, loss_of:
     longest examples fit in memory, and the gradient accumulation that keeps the effective batch
     ``batch_size * grad_accum``. Random states are left as they were; no weight changes."""
     effective = batch_size * grad_accum
-    longest = sorted(examples, key=lambda ex: -max((len(v) for v in ex.values() if isinstance(v, list)), default=0))
+    from .datastore import lengths
+
+    sizes = lengths(examples)
+    longest = [examples[i] for i in sorted(range(len(sizes)), key=lambda i: -sizes[i])[:batch_size]]
     sizes = [d for d in range(batch_size, 0, -1) if effective % d == 0]
     model.to(device)
     for size in sizes:

@@ -229,11 +229,15 @@ class Extension(Member):
 
     def transform_rows(self, rows: list, options: Any, run: RunContext, split: str) -> list:
         """Rows (:class:`tunery.data.Row`) of a split (``"train"`` or ``"eval"``) before the
-        formatter sees them. Return new rows; never change evaluation data unless that is the point."""
+        formatter sees them. Return new rows; never change evaluation data unless that is the point.
+        A run whose extension defines it reads the whole split into memory first (rows otherwise
+        stream from the files)."""
         return rows
 
     def transform_examples(self, examples: list[dict], options: Any, run: RunContext, split: str) -> list[dict]:
-        """Formatted examples of a split, before packing and training (reorder, resample, add)."""
+        """Formatted examples of a split, before packing and training (reorder, resample, add).
+        An extension that defines it gets the whole split as a list in memory (without it, the
+        examples stay memory-mapped: see docs/performance.md, "Data at scale")."""
         return examples
 
     def prepare(self, model: Any, options: Any, run: RunContext) -> Any:
@@ -277,7 +281,9 @@ class Formatter(Member):
     def prepare_rows(self, rows: list, options: Any, run: RunContext, split: str) -> list:
         """Reorder, select or tag the rows of a split (``"train"`` or ``"eval"``) before
         :meth:`format` sees them; ``rows`` are :class:`tunery.data.Row` (values and source).
-        The default keeps them as they are; ``multitask`` uses it to mix its data sets."""
+        The default keeps them as they are; ``multitask`` uses it to mix its data sets. A formatter
+        that defines it (or ``label_names``) gets the whole split in memory; without it, rows
+        stream from the files and a split of any size is formatted in constant memory."""
         return rows
 
     def label_names(self, rows: list[Mapping[str, Any]], options: Any) -> list[str] | None:

@@ -60,7 +60,9 @@ def report(run: RunContext, model: Any, rows: list[dict]) -> dict:
     """Log the estimate for this run's batches (warning, with what to change, when it exceeds
     the free memory); returns the estimate in GiB."""
     t, data = run.config.training, run.config.data
-    longest = max((len(r.get("input_ids") or r.get("chosen_input_ids") or []) for r in rows), default=0)
+    from .datastore import lengths
+
+    longest = max(lengths(rows), default=0)
     length = min(data.max_length, longest) or data.max_length
     if run.data_task == "preference":
         length *= 2  # chosen and rejected go through together

@@ -15,34 +15,84 @@ attention only finds the boundaries in a single flattened row, so for it
 from __future__ import annotations
 
 import bisect
+import heapq
+from collections.abc import Sequence as SequenceABC
+from typing import Any, Sequence
 
 from .collate import IGNORE_INDEX
 
 PACKED_KEYS = ("input_ids", "labels")
 
 
-def pack(examples: list[dict], max_length: int) -> list[dict]:
+def pack(examples: Sequence[dict], max_length: int) -> PackedRows:
     """Pack ``examples`` into rows of at most ``max_length`` tokens (best fit, longest first).
 
     Deterministic; every token of every example is kept. An example longer than ``max_length``
-    gets a row of its own."""
-    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i]["input_ids"]), i))
-    rows: list[list[int]] = []
-    room: list[tuple[int, int]] = []  # (free tokens, row index), sorted
-    for i in order:
-        n = len(examples[i]["input_ids"])
-        at = bisect.bisect_left(room, (n, -1))
-        if at == len(room):
-            rows.append([i])
-            free = max_length - n
-            if free > 0:
-                bisect.insort(room, (free, len(rows) - 1))
-            continue
-        free, row = room.pop(at)
-        rows[row].append(i)
-        if free - n > 0:
-            bisect.insort(room, (free - n, row))
-    return [_join([examples[i] for i in sorted(members)]) for members in rows]
+    gets a row of its own. Only the lengths are held in memory (read from the Arrow column of
+    memory-mapped examples); a row is joined when it is read."""
+    import numpy as np
+
+    sizes = np.asarray(examples.lengths() if hasattr(examples, "lengths")  # memory-mapped: a column
+                       else [len(ex["input_ids"]) for ex in examples], dtype=np.int64)
+    order = np.lexsort((np.arange(len(sizes)), -sizes))  # longest first, then in order
+    row_of = np.empty(len(sizes), dtype=np.int64)
+    frees: list[int] = []  # the free room values that some row has, sorted
+    rows_with: dict[int, list[int]] = {}  # free room -> heap of the rows with it
+    n_rows = 0
+    for i in order.tolist():
+        n = int(sizes[i])
+        at = bisect.bisect_left(frees, n)
+        if at == len(frees):  # no row has room: a new one
+            row, free = n_rows, max_length - n
+            n_rows += 1
+        else:  # the fullest row with room (the first one made among equals)
+            room = frees[at]
+            row = heapq.heappop(rows_with[room])
+            if not rows_with[room]:
+                del rows_with[room], frees[at]
+            free = room - n
+        row_of[i] = row
+        if free > 0:
+            if free not in rows_with:
+                rows_with[free] = []
+                bisect.insort(frees, free)
+            heapq.heappush(rows_with[free], row)
+    members = np.argsort(row_of, kind="stable")  # each row's examples, in their order
+    starts = np.searchsorted(row_of[members], np.arange(n_rows + 1))
+    return PackedRows(examples, members, starts)
+
+
+class PackedRows(SequenceABC):
+    """Packed training rows (a sequence of dicts): which examples each row holds, joined when read."""
+
+    def __init__(self, examples: Sequence[dict], members: Any, starts: Any):
+        self.examples, self._members, self._starts = examples, members, starts
+
+    def __len__(self) -> int:
+        return len(self._starts) - 1
+
+    def __getitem__(self, r):
+        if isinstance(r, slice):
+            return [self[i] for i in range(*r.indices(len(self)))]
+        if r < 0:
+            r += len(self)
+        if not 0 <= r < len(self):
+            raise IndexError(f"packed row {r} of {len(self)}")
+        return _join([self.examples[int(i)] for i in self._members[self._starts[r]:self._starts[r + 1]]])
+
+    def lengths(self):
+        """The token count of every packed row (numpy), without joining them."""
+        import numpy as np
+
+        examples = self.examples
+        sizes = np.asarray(examples.lengths() if hasattr(examples, "lengths")
+                           else [len(ex["input_ids"]) for ex in examples], dtype=np.int64)[self._members]
+        return np.add.reduceat(sizes, self._starts[:-1]) if len(self) else sizes[:0]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, SequenceABC) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
 
 
 def _join(members: list[dict]) -> dict:
@@ -56,8 +106,12 @@ def _join(members: list[dict]) -> dict:
     return row
 
 
-def can_pack(examples: list[dict]) -> bool:
-    """Whether the examples are plain causal-LM examples (``input_ids`` and ``labels`` lists)."""
+def can_pack(examples: Sequence[dict]) -> bool:
+    """Whether the examples are plain causal-LM examples (``input_ids`` and ``labels`` lists);
+    for memory-mapped examples, as found when they were formatted."""
+    packable = getattr(examples, "packable", None)
+    if packable is not None:
+        return bool(examples) and packable
     return bool(examples) and all(
         isinstance(ex.get("input_ids"), list) and isinstance(ex.get("labels"), list)
         and not (set(ex) - set(PACKED_KEYS)) - {k for k in ex if k.startswith("_")}

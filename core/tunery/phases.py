@@ -49,9 +49,10 @@ def phase(what: str, every: float = EVERY) -> Iterator[None]:
         thread.join()
 
 
-def track(items: Iterable, total: int, what: str, stream: Any = None, every: float = EVERY) -> Iterator:
+def track(items: Iterable, total: int | None, what: str, stream: Any = None, every: float = EVERY) -> Iterator:
     """Yield ``items`` while showing progress: a tqdm bar on a terminal, otherwise a log line
-    when it starts, then at most one every ``every`` seconds, and one at the end."""
+    when it starts, then at most one every ``every`` seconds, and one at the end. ``total``
+    None: a stream of unknown length (counted, no eta)."""
     stream = stream or sys.stderr
     if stream.isatty():
         from tqdm.std import tqdm
@@ -59,12 +60,15 @@ def track(items: Iterable, total: int, what: str, stream: Any = None, every: flo
         yield from tqdm(items, total=total, desc=what, file=stream, leave=False, dynamic_ncols=True)
         return
     started = last = time.perf_counter()
-    log.info("%s: %d to go", what, total)
+    log.info("%s: %s to go", what, "?" if total is None else total)
     done = 0
     for done, item in enumerate(items, 1):
         yield item
         now = time.perf_counter()
-        if now - last >= every and done < total:
+        if now - last >= every and total is None:
+            last = now
+            log.info("%s: %d done", what, done)
+        elif now - last >= every and done < total:
             last = now
             log.info("%s: %d/%d, eta %s", what, done, total, _duration((now - started) / done * (total - done)))
     if time.perf_counter() - started >= every:

@@ -118,3 +118,27 @@ def metrics_callback(store: dict, on_train_begin: Any = None) -> Any:
             store.clear()
 
     return PairMetrics()
+
+
+def precompute_values(run: Any, model: Any, examples: Any, names: tuple[str, ...], compute: Any) -> None:
+    """Before the first step, once: ``compute(model, batch)`` (a tensor per name, one value per
+    example) over every training example, without gradients and in eval mode, attached to the
+    examples under ``names`` (so the batches carry them): e.g. the log-probabilities of a
+    reference model that is the initial weights, for methods that cannot switch themselves off."""
+    import torch
+
+    from .datastore import add_example_values
+
+    size = run.config.training.batch_size
+    collected: list[list] = [[] for _ in names]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in run.batches(examples, size):
+                for column, value in zip(collected, compute(model, batch)):
+                    column.extend(value.tolist())
+    finally:
+        model.train(was_training)
+    for name, column in zip(names, collected):
+        add_example_values(examples, name, column)

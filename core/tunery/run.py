@@ -17,7 +17,7 @@ import pickle
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import data as datapipe
 from . import phases
@@ -126,14 +126,16 @@ def check_compatibility(run: RunContext) -> None:
 # ----------------------------------------------------------------------------- data
 
 
-def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict], list[dict], dict]:
-    """Train and eval examples plus the data summary; bad rows follow ``data.on_bad_row``
-    (skipped ones are listed in the run folder's bad_rows.json when ``write_problems``)."""
+def build_data(run: RunContext, write_problems: bool = True) -> tuple[Sequence[dict], list[dict], dict]:
+    """Train examples (a sequence, memory-mapped from the data cache), eval examples (a list) and
+    the data summary; bad rows follow ``data.on_bad_row`` (skipped ones are listed in the run
+    folder's bad_rows.json when ``write_problems``)."""
+    from .datastore import augmented_flags, take
     from .datatools import prepare_data
 
     cfg = run.config.data
     prepared = prepare_data(run)
-    train, evaluation = prepared.train.examples, prepared.eval.examples
+    train, evaluation = prepared.train.examples, list(prepared.eval.examples)
     problems, eval_problems = prepared.train.problems, prepared.eval.problems
     train_files = prepared.train.files
     from .datatools import wrong_format_error
@@ -149,14 +151,14 @@ def build_data(run: RunContext, write_problems: bool = True) -> tuple[list[dict]
         log.warning("skipped %d bad row(s); see %s", len(problems) + len(eval_problems), run.output_dir / "bad_rows.json")
     if not train:
         raise DataError(f"no usable training example in {', '.join(train_files)}")
-    real = [i for i, ex in enumerate(train) if not ex.get("_augmented")]  # augmented ones are never held out
+    real = [i for i, made in enumerate(augmented_flags(train)) if not made]  # augmented ones are never held out
     n_eval = 0 if evaluation else held_out_count(run, len(real))
     if n_eval:
         order = list(real)
         random.Random(run.config.seed).shuffle(order)
         held = set(order[:n_eval])
-        evaluation = [train[i] for i in sorted(held)]
-        train = [ex for i, ex in enumerate(train) if i not in held]
+        evaluation = list(take(train, sorted(held)))
+        train = take(train, [i for i in range(len(train)) if i not in held])
     summary = {
         "train": dataclasses.replace(prepared.train, examples=train).summary(),
         "eval": {**dataclasses.replace(prepared.eval, examples=evaluation).summary(), "held_out_from_train": n_eval,
@@ -436,14 +438,19 @@ def load_base_model(run: RunContext) -> Any:
     return model
 
 
-def transform_examples(run: RunContext, model: Any, examples: list[dict], split: str) -> list[dict]:
-    """Each extension's :meth:`~tunery.Extension.transform_examples`, in order."""
+def transform_examples(run: RunContext, model: Any, examples: Sequence[dict], split: str) -> Sequence[dict]:
+    """Each extension's :meth:`~tunery.Extension.transform_examples`, in order; an extension that
+    has one gets the split as a list (in memory)."""
+    from .members import Extension
+
     for extension, options in run.extensions:
-        examples = member_call(run, "extension", "transform_examples", examples, options, run, split, member=extension)
+        own = type(extension).transform_examples is not Extension.transform_examples
+        examples = member_call(run, "extension", "transform_examples", list(examples) if own else examples,
+                               options, run, split, member=extension)
     return examples
 
 
-def pack_rows(run: RunContext, train: list[dict], data_summary: dict) -> list[dict]:
+def pack_rows(run: RunContext, train: Sequence[dict], data_summary: dict) -> Sequence[dict]:
     """The training rows: several examples per row where packing is on."""
     if not packing_enabled(run):
         return train

@@ -274,7 +274,7 @@ def read_examples(run: RunContext, specs: list[str]) -> list[dict]:
         log.warning("skipped %d bad row(s) of %s", len(split.problems), ", ".join(split.files))
     if not split.examples:
         raise DataError(f"no usable evaluation example in {', '.join(split.files)}")
-    return split.examples
+    return list(split.examples)
 
 
 def _choice(registry, name: str, options: dict, where: str):

@@ -98,28 +98,14 @@ class Dpo(Objective):
         return losses.mean()
 
     def callbacks(self, options, run):
-        import torch
-        from tunery import metrics_callback, pair_logps
+        from tunery import metrics_callback, pair_logps, precompute_values
 
         def reference_logps(model, train_dataloader):
             """Without an adapter to disable, the reference is the initial weights: compute its
             log-probabilities of every training pair now, once, before the first step."""
-            if run.method.can_disable:
-                return
-            examples = getattr(train_dataloader, "dataset", None)
-            if not isinstance(examples, list):
-                raise TrainingError("dpo: the training examples are not a list; cannot compute reference log-probabilities")
-            was_training = model.training
-            model.eval()
-            size = run.config.training.batch_size
-            try:
-                with torch.no_grad():
-                    for start, batch in zip(range(0, len(examples), size), run.batches(examples, size)):
-                        chosen, rejected = pair_logps(model, batch, run, average=options.loss == "ipo")
-                        for example, c, r in zip(examples[start:start + size], chosen.tolist(), rejected.tolist()):
-                            example["ref_chosen_logps"], example["ref_rejected_logps"] = c, r
-            finally:
-                model.train(was_training)
+            if not run.method.can_disable:
+                precompute_values(run, model, train_dataloader.dataset, ("ref_chosen_logps", "ref_rejected_logps"),
+                                  lambda m, batch: pair_logps(m, batch, run, average=options.loss == "ipo"))
 
         return [metrics_callback(run.state.setdefault(self.name, {}), reference_logps)]
 

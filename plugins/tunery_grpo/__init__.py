@@ -245,17 +245,13 @@ class Grpo(Objective):
     def callbacks(self, options, run):
         from transformers import TrainerCallback
 
-        from tunery import metrics_callback
+        from tunery import add_example_values, metrics_callback
 
         store = run.state.setdefault(self.name, {})
-        objective = self
 
         def index_prompts(model, train_dataloader):
-            examples = getattr(train_dataloader, "dataset", None)
-            if not isinstance(examples, list):
-                raise TrainingError(f"{objective.name}: the training examples are not a list")
-            for i, example in enumerate(examples):
-                example["prompt_index"] = i
+            examples = train_dataloader.dataset
+            add_example_values(examples, "prompt_index", range(len(examples)))
             store["examples"] = examples
 
         class Steps(TrainerCallback):

@@ -84,27 +84,14 @@ class Kto(Objective):
         return losses.mean()
 
     def callbacks(self, options, run):
-        import torch
-        from tunery import metrics_callback
+        from tunery import metrics_callback, precompute_values
 
         def reference_logps(model, train_dataloader):
             """Without an adapter to disable, the reference is the initial weights: compute its
             log-probabilities of every training example once, before the first step."""
-            if run.method.can_disable:
-                return
-            examples = getattr(train_dataloader, "dataset", None)
-            if not isinstance(examples, list):
-                raise TrainingError("kto: the training examples are not a list; cannot compute reference log-probabilities")
-            was_training = model.training
-            model.eval()
-            size = run.config.training.batch_size
-            try:
-                with torch.no_grad():
-                    for start, batch in zip(range(0, len(examples), size), run.batches(examples, size)):
-                        for example, value in zip(examples[start:start + size], self.logps(model, batch).tolist()):
-                            example["ref_logps"] = value
-            finally:
-                model.train(was_training)
+            if not run.method.can_disable:
+                precompute_values(run, model, train_dataloader.dataset, ("ref_logps",),
+                                  lambda m, batch: (self.logps(m, batch),))
 
         return [metrics_callback(run.state.setdefault(self.name, {}), reference_logps)]
 

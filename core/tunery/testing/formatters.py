@@ -128,6 +128,7 @@ def check_formatter(engine: Any, name: str, tokenizer: Any, folder: str | Path, 
     run = formatting_context(engine, name, options, tokenizer, specs=[str(path)], max_length=max_length,
                              truncation=truncation)
     read, files, problems = read_split(run, [str(path)], "eval")  # eval: order kept, nothing mixed
+    read = list(read)
     run.label_names = label_names(run, read)
     n_labels = len(run.label_names) if run.label_names else None
     result = format_split(run, read, files, problems)
@@ -154,5 +155,5 @@ def check_formatter(engine: Any, name: str, tokenizer: Any, folder: str | Path, 
             assert got == trained[i], f"good row {i + 1}: loss falls on {got!r}, expected {trained[i]!r}"
         per_row.append(examples)
         flat += examples
-    assert result.examples == flat, "the pipeline's examples differ from formatting the good rows one by one"
+    assert list(result.examples) == flat, "the pipeline's examples differ from formatting the good rows one by one"
     return per_row

@@ -1,0 +1,343 @@
+"""Examples on disk: a split formatted chunk by chunk (in worker processes) into one Arrow file,
+read back memory-mapped, so that a data set of a million rows never sits in memory.
+
+A split's file ``<split>.arrow`` is an Arrow IPC stream (what ``datasets.Dataset.from_file``
+reads) with one record batch per chunk of :data:`CHUNK` rows and three columns: ``example``
+(the example as JSON, exactly what the formatter returned), ``length`` (its longest token list:
+``input_ids`` for a causal-LM example) and ``augmented`` (made by an extension from another row). Chunks are
+formatted in ``data.workers`` processes and written in row order, so the examples, their order
+and the bad rows' numbers do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from . import data as datapipe
+
+CHUNK = 2000  # rows formatted (and written) together
+MAX_WORKERS = 8
+
+
+def default_workers() -> int:
+    """The processes that format data when ``data.workers`` is unset: the usable cores (at most 8)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_WORKERS, cores))
+
+
+class ArrowExamples(Sequence):
+    """A split's examples, memory-mapped from its Arrow file: a read-only sequence of dicts
+    (each decoded when it is read), with the examples' lengths at hand without decoding."""
+
+    def __init__(self, path: str | os.PathLike, packable: bool = False, index: Any = None, owner: Any = None):
+        import numpy as np
+
+        self.path, self.packable, self._owner = str(path), packable, owner
+        self._mapped: Any = None  # (table, example column, first example of each batch), mapped when first read
+        self._index = None if index is None else np.asarray(index, dtype=np.int64)
+        self._added: dict[str, list] = {}  # values set by add_values, one per example of this view
+
+    @property
+    def _table(self):
+        return self._open()[0]
+
+    @property
+    def _column(self):
+        return self._open()[1]
+
+    @property
+    def _starts(self):
+        return self._open()[2]
+
+    def _open(self) -> tuple:
+        if self._mapped is None:
+            import numpy as np
+            import pyarrow as pa
+
+            table = pa.ipc.open_stream(pa.memory_map(self.path)).read_all()
+            column = table.column("example")
+            self._mapped = (table, column, np.cumsum([0] + [len(c) for c in column.chunks]))
+        return self._mapped
+
+    def __len__(self) -> int:
+        return len(self._table) if self._index is None else len(self._index)
+
+    def _position(self, i: int) -> int:
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"example {i} of {n}")
+        return i if self._index is None else int(self._index[i])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        import numpy as np
+
+        at = self._position(i)
+        chunk = int(np.searchsorted(self._starts, at, side="right")) - 1
+        example = json.loads(self._column.chunks[chunk][at - int(self._starts[chunk])].as_py())
+        if self._added:
+            i = i + len(self) if i < 0 else i
+            example.update({name: values[i] for name, values in self._added.items()})
+        return example
+
+    def __iter__(self) -> Iterator[dict]:
+        if self._index is not None or self._added:
+            yield from (self[i] for i in range(len(self)))
+            return
+        for chunk in self._column.chunks:
+            yield from map(json.loads, chunk.to_pylist())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"ArrowExamples({self.path!r}, {len(self)} examples)"
+
+    def __reduce__(self):  # another process (a data loader worker) maps the same file
+        return _rebuild, (self.path, self.packable, self._index, self._added)
+
+    def add_values(self, name: str, values: Sequence) -> None:
+        """Give every example a key ``name`` with its value from ``values`` (in order): kept beside
+        the read-only file, in memory, e.g. a reference model's log-probabilities."""
+        if len(values) != len(self):
+            raise ValueError(f"{len(values)} values for {len(self)} examples")
+        self._added[name] = list(values)
+
+    def _values(self, column: str):
+        values = self._table.column(column).to_numpy()
+        return values if self._index is None else values[self._index]
+
+    def lengths(self):
+        """The longest token list of every example (numpy), read without decoding them."""
+        return self._values("length")
+
+    def augmented(self):
+        """Which examples an extension made from another row (numpy booleans)."""
+        return self._values("augmented")
+
+    def select(self, indices: Iterable[int]) -> ArrowExamples:
+        """The examples at ``indices``, in that order (the same file; nothing is copied)."""
+        import numpy as np
+
+        indices = np.asarray(list(indices) if not hasattr(indices, "__len__") else indices, dtype=np.int64)
+        base = indices if self._index is None else self._index[indices]
+        view = ArrowExamples(self.path, self.packable, base, self._owner)
+        view._added = {name: [values[i] for i in indices] for name, values in self._added.items()}
+        return view
+
+
+def _rebuild(path: str, packable: bool, index: Any, added: dict) -> ArrowExamples:
+    examples = ArrowExamples(path, packable, index)
+    examples._added = added
+    return examples
+
+
+def add_example_values(examples: Sequence, name: str, values: Sequence) -> None:
+    """Give every example of a split (a list of dicts, or the memory-mapped examples a run trains
+    on) the key ``name`` with its value from ``values``, in order: how an objective attaches what
+    it computes once per example before training (reference log-probabilities, prompt numbers)."""
+    if isinstance(examples, ArrowExamples):
+        examples.add_values(name, values)
+        return
+    if len(values) != len(examples):
+        raise ValueError(f"{len(values)} values for {len(examples)} examples")
+    for example, value in zip(examples, values):
+        example[name] = value
+
+
+def take(examples: Sequence, indices: Iterable[int]) -> Sequence:
+    """The examples at ``indices``: a view of an :class:`ArrowExamples`, a list otherwise."""
+    if isinstance(examples, ArrowExamples):
+        return examples.select(indices)
+    return [examples[i] for i in indices]
+
+
+def lengths(examples: Sequence) -> list[int]:
+    """The longest token list of each example (its ``input_ids`` for a causal-LM example), from
+    the Arrow column or the packed rows' members where there is one, without decoding."""
+    if hasattr(examples, "lengths"):
+        return examples.lengths().tolist()
+    return [max((len(v) for v in ex.values() if isinstance(v, list)), default=0) for ex in examples]
+
+
+def augmented_flags(examples: Sequence) -> list[bool]:
+    """Whether each example was made by an extension from another row (``_augmented``)."""
+    if isinstance(examples, ArrowExamples):
+        return examples.augmented().tolist()
+    return [bool(ex.get("_augmented")) for ex in examples]
+
+
+class TempFolder:
+    """A folder removed when the last example sequence reading from it is gone."""
+
+    def __init__(self, parent: Path):
+        import tempfile
+
+        parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix="tmp-", dir=parent))
+        weakref.finalize(self, shutil.rmtree, str(self.path), True)
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+@dataclasses.dataclass
+class Formatted:
+    """What formatting a split gave: its examples on disk and the accounting."""
+
+    examples: ArrowExamples
+    rows: int
+    problems: list
+    truncated: int
+    dropped: int
+    notes: dict
+
+
+_JOB: dict = {}  # what the worker processes format with (inherited when they fork)
+
+
+def _format_chunk(rows: list) -> tuple:
+    """Format one chunk of rows (in a worker, or in this process); returns the chunk's Arrow
+    record batch (serialised) and its accounting."""
+    import pyarrow as pa
+
+    from .packing import can_pack
+
+    job = _JOB
+    problems: list = []
+    notes = collections.Counter()
+    examples, truncated, dropped = datapipe.format_rows(rows, job["formatter"], job["options"], job["tokenizer"],
+                                                        job["run"], problems, notes)
+    batch = pa.record_batch([
+        pa.array([json.dumps(ex) for ex in examples], pa.string()),
+        pa.array(lengths(examples), pa.int32()),
+        pa.array(augmented_flags(examples), pa.bool_()),
+    ], schema=_schema())
+    return (batch.serialize().to_pybytes(), problems, truncated, dropped, dict(notes),
+            can_pack(examples) if examples else None)
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema([("example", pa.string()), ("length", pa.int32()), ("augmented", pa.bool_())])
+
+
+def _chunks(rows: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def format_to_arrow(run: Any, rows: Iterable, path: Path, *, workers: int | None = None, what: str | None = None,
+                    owner: Any = None) -> Formatted:
+    """Format ``rows`` (any iterable of :class:`~tunery.data.Row`) with the run's formatter into
+    the Arrow file ``path``, :data:`CHUNK` rows at a time, in ``workers`` processes when there is
+    more than one chunk; bad rows (with their file and line) are returned in row order."""
+    workers = workers or run.config.data.workers or default_workers()
+    _JOB.update(run=run, formatter=run.formatter, options=run.config.format.options, tokenizer=run.tokenizer)
+    try:
+        return _format_to_arrow(rows, path, workers, what, owner)
+    finally:
+        _JOB.clear()
+
+
+def _format_to_arrow(rows: Iterable, path: Path, workers: int, what: str | None, owner: Any) -> Formatted:
+    import pyarrow as pa
+
+    counted = _Counted(rows)
+    chunks = _chunks(counted, CHUNK)
+    if what:
+        from .phases import track
+
+        chunks = track(chunks, None, f"{what}, in chunks of {CHUNK} rows")
+    problems: list = []
+    totals = {"truncated": 0, "dropped": 0}
+    notes = collections.Counter()
+    packable: list = []
+    schema = _schema()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for data, found, truncated, dropped, noted, can in _run_chunks(chunks, workers):
+            writer.write_batch(pa.ipc.read_record_batch(pa.py_buffer(data), schema))
+            problems.extend(found)
+            totals["truncated"] += truncated
+            totals["dropped"] += dropped
+            notes.update(noted)
+            if can is not None:
+                packable.append(can)
+    examples = ArrowExamples(path, bool(packable) and all(packable), owner=owner)
+    return Formatted(examples, counted.n, problems, totals["truncated"], totals["dropped"], dict(notes))
+
+
+class _Counted:
+    """An iterable that counts what it gave."""
+
+    def __init__(self, items: Iterable):
+        self.items, self.n = items, 0
+
+    def __iter__(self):
+        for item in self.items:
+            self.n += 1
+            yield item
+
+
+def _run_chunks(chunks: Iterator[list], workers: int) -> Iterator[tuple]:
+    """Each chunk's result in order: here while there is one chunk (or one worker), else in a
+    pool of forked processes with at most two chunks per worker waiting (rows are read as the
+    workers need them)."""
+    first = next(chunks, None)
+    if first is None:
+        return
+    second = next(chunks, None)
+    import multiprocessing
+
+    if second is None or workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        yield _format_chunk(first)
+        if second is not None:
+            yield _format_chunk(second)
+            for chunk in chunks:
+                yield _format_chunk(chunk)
+        return
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # each worker tokenises on its own core
+    sys.stderr.flush()
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            pending: collections.deque = collections.deque()
+            for chunk in _chain(first, second, chunks):
+                pending.append(pool.apply_async(_format_chunk, (chunk,)))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().get()
+            while pending:
+                yield pending.popleft().get()
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
+def _chain(first, second, rest):
+    yield first
+    yield second
+    yield from rest

@@ -1,0 +1,166 @@
+"""Data at scale: rows stream from the files, chunks are formatted in worker processes into a
+memory-mapped Arrow file (the cache), and none of it changes what a run trains on: the same
+examples, bad rows with the same numbers, whatever the number of workers, cached or not; the
+same packed rows as the in-memory best fit. (That memory does not grow with the rows is
+measured by benchmarks/data_scale.py.)"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import pickle
+import random
+
+import pytest
+
+from tests.conftest import write_jsonl
+
+
+def _rows(n: int, seed: int = 0) -> list:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = " ".join(rng.choice(["sea", "moon", "bread", "river", "blue", "seven"]) for _ in range(rng.randint(1, 12)))
+        rows.append({"instruction": f"Say {words}?", "input": "" if i % 3 else f"ctx {i}", "output": f"{words} {i}."})
+    return rows
+
+
+def _config(tiny_lm, tmp_path, path, **data):
+    return {"model": tiny_lm, "output_dir": str(tmp_path / "run"), "method": "lora",
+            "format": {"name": "alpaca", "template": "alpaca"},
+            "data": {"train": [str(path)], "max_length": 256, "on_bad_row": "skip", **data}}
+
+
+def test_a_json_list_is_read_element_by_element_and_bad_elements_keep_their_numbers(tmp_path, monkeypatch):
+    from tunery import data as datapipe
+    from tunery.errors import DataError
+
+    monkeypatch.setattr(datapipe, "BLOCK", 7)  # elements and numbers cut across blocks
+    good = [{"text": f"row number {i} " + "x" * (i % 5)} for i in range(30)]
+    elements = [json.dumps(r) for r in good]
+    elements[4], elements[11], elements[20] = '{"text": NaN}', '"just a string"', '{"text": 12345678901}'
+    path = tmp_path / "rows.json"
+    path.write_text("[\n  " + ",\n  ".join(elements) + "\n]\n")
+    problems: list = []
+    rows = list(datapipe.read_rows(str(path), problems))
+    assert [str(p.source) for p in problems] == [f"{path} row 5"]
+    assert problems[0].reason == "invalid JSON"
+    assert [r.source.row for r in rows] == [n for n in range(1, 31) if n != 5]
+    assert rows[10].values == "just a string" and rows[19].values == {"text": 12345678901}
+    assert [r.values for r in rows if isinstance(r.values, dict) and r.source.row not in (21,)] == \
+           [g for n, g in enumerate(good, 1) if n not in (5, 12, 21)]
+
+    raw = tmp_path / "raw.json"  # a byte that is not UTF-8, a lone surrogate, deep nesting: by element
+    raw.write_bytes(b'[{"text": "ok"}, {"text": "caf\xe9"}, {"text": "\\ud800"}, ' + b"[" * 150 + b"]" * 150
+                    + b', {"text": "ok"}]')
+    found: list = []
+    assert [r.source.row for r in datapipe.read_rows(str(raw), found)] == [1, 5]
+    assert [(p.source.row, p.reason) for p in found] == [(2, "invalid text"), (3, "invalid text"),
+                                                         (4, "too deeply nested")]
+
+    broken = tmp_path / "broken.json"  # the first rows come before the end of the file is read
+    broken.write_text("[" + ",\n".join(elements[:3]) + ",\n{oops}\n]")
+    stream = datapipe.read_rows(str(broken), [])
+    assert next(stream).values == good[0]
+    with pytest.raises(DataError, match=r"broken.json:4: invalid JSON"):
+        list(stream)
+    for text, line in (("[1, 2", 1), ('[{"a": 1}\n\n{"b": 2}]', 3), ("[1]\n[2]", 2), ("[]", None)):
+        broken.write_text(text)
+        if line is None:
+            assert list(datapipe.read_rows(str(broken), [])) == []
+            continue
+        with pytest.raises(DataError, match=rf"broken.json:{line}: invalid JSON"):
+            list(datapipe.read_rows(str(broken), []))
+
+
+def test_one_or_two_workers_give_the_same_examples_bad_rows_and_notes(tiny_lm, tmp_path, monkeypatch):
+    from tunery import Engine, datastore
+
+    monkeypatch.setattr(datastore, "CHUNK", 4)  # 23 rows: 6 chunks
+    rows = _rows(23)
+    rows[2] = {"instruction": "no output"}
+    rows[9] = '{"instruction": broken'
+    rows[17] = {"instruction": "empty", "output": ""}
+    path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    engine = Engine()
+    results = {}
+    for workers in (1, 2):
+        prepared = engine.prepare_data(_config(tiny_lm, tmp_path, path, workers=workers, cache=False))
+        train = prepared.train
+        results[workers] = (list(train.examples), [str(p) for p in train.problems], train.rows, train.notes)
+    assert results[1] == results[2]
+    examples, problems, n_rows, _ = results[1]
+    assert problems == [f"{path}:10: invalid JSON: Expecting value", f"{path}:3: missing column: no 'output' "
+                        "(columns present: instruction)", f"{path}:18: empty text: 'output' is empty"]
+    assert n_rows == 22 and len(examples) == 20
+
+
+def test_a_second_prepare_maps_the_cache_and_gives_the_same_examples(tiny_lm, tmp_path):
+    from tunery import Engine
+    from tunery.datastore import ArrowExamples
+
+    path = write_jsonl(tmp_path / "rows.jsonl", [*_rows(12), {"instruction": "x"}])
+    engine = Engine()
+    first = engine.prepare_data(_config(tiny_lm, tmp_path, path))
+    second = engine.prepare_data(_config(tiny_lm, tmp_path, path))
+    assert (first.cached, second.cached) == (False, True)
+    assert isinstance(second.train.examples, ArrowExamples)
+    assert list(second.train.examples) == list(first.train.examples) and len(first.train.examples) == 12
+    assert [str(p) for p in second.train.problems] == [str(p) for p in first.train.problems] == \
+           [f"{path}:13: missing column: no 'output' (columns present: instruction)"]
+    examples = second.train.examples
+    assert examples[-1] == list(examples)[11] and examples[2:4] == list(examples)[2:4]
+    view = examples.select([5, 1])
+    assert list(view) == [examples[5], examples[1]] and view.lengths().tolist() == [
+        len(examples[5]["input_ids"]), len(examples[1]["input_ids"])]
+    assert list(pickle.loads(pickle.dumps(view))) == list(view)  # a data loader worker maps the same file
+    with pytest.raises(IndexError):
+        examples[12]
+
+    # values an objective computes once per example (reference log-probabilities) travel with them
+    from tunery import add_example_values
+
+    add_example_values(examples, "ref_logps", [float(-i) for i in range(12)])
+    assert examples[3]["ref_logps"] == -3.0 and examples[-1]["ref_logps"] == -11.0
+    assert [e["ref_logps"] for e in examples] == [float(-i) for i in range(12)]
+    assert [e["ref_logps"] for e in examples.select([7, 2])] == [-7.0, -2.0]
+    assert pickle.loads(pickle.dumps(examples))[4]["ref_logps"] == -4.0
+    with pytest.raises(ValueError, match="3 values for 12 examples"):
+        add_example_values(examples, "short", [1, 2, 3])
+
+
+def _old_pack(examples, max_length):
+    """The in-memory best fit (longest first) that packing was before it streamed."""
+    from tunery.packing import _join
+
+    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i]["input_ids"]), i))
+    rows, room = [], []
+    for i in order:
+        n = len(examples[i]["input_ids"])
+        at = bisect.bisect_left(room, (n, -1))
+        if at == len(room):
+            rows.append([i])
+            if max_length - n > 0:
+                bisect.insort(room, (max_length - n, len(rows) - 1))
+            continue
+        free, row = room.pop(at)
+        rows[row].append(i)
+        if free - n > 0:
+            bisect.insort(room, (free - n, row))
+    return [_join([examples[i] for i in sorted(members)]) for members in rows]
+
+
+def test_packing_the_memory_mapped_examples_gives_the_rows_it_gave_in_memory(tiny_lm, tmp_path):
+    from tunery import Engine
+    from tunery.packing import can_pack, pack
+
+    path = write_jsonl(tmp_path / "rows.jsonl", _rows(60, seed=3))
+    examples = Engine().prepare_data(_config(tiny_lm, tmp_path, path)).train.examples
+    assert can_pack(examples)
+    for max_length in (64, 150, 400):
+        expected = _old_pack(list(examples), max_length)
+        assert list(pack(examples, max_length)) == expected
+        assert list(pack(list(examples), max_length)) == expected
+    rng = random.Random(1)
+    varied = [{"input_ids": [1] * (n := rng.randint(1, 40)), "labels": [2] * n} for _ in range(300)]
+    assert list(pack(varied, 40)) == _old_pack(varied, 40)
