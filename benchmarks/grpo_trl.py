@@ -14,14 +14,16 @@ Differences the two APIs leave:
   step = `batch` prompts x G completions in both); tunery counts prompts (training.batch_size).
 - TRL takes conversational prompts (a `prompt` column of messages) and hands the reward function
   completions as message lists; tunery takes the plain prompt text and applies the chat template
-  itself (format.template auto). The token ids are the same.
+  itself (format.template auto). Both render the same chat-template text (TRL's logged num_tokens
+  gives 21.5 prompt tokens per completion, what the template gives for these prompts).
 - Sampling draws differ (each seeds and orders its own generator), so the runs do not see the
   same completions; rewards are comparable in trend, not draw by draw.
 - tunery's timed call (Engine().train) also loads the model, writes the run folder, saves the
   final weights and the report; TRL's timed part is GRPOTrainer(...) + train(), no save.
-  "s/step" uses each trainer's own `train_runtime` (the training loop only); "total s" is the
-  whole child process call.
-- method lora: tunery's lora defaults vs a peft LoraConfig with the same r/alpha/dropout/targets.
+  "s/step" uses each trainer's own `train_runtime` (the training loop only); "total s" is that
+  timed call (imports excluded).
+- method lora: the same r 8, alpha 16, dropout 0 on q/k/v/o in both (tunery's lora options,
+  TRL's peft_config=LoraConfig).
 
     OMP_NUM_THREADS=1 python benchmarks/grpo_trl.py [--steps 24] [--prompts 16] [--g 4]
         [--new-tokens 8] [--batch 2] [--lr 3e-2] [--beta 0.04] [--method full|lora] [--seed 1] [--out DIR]
