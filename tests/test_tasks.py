@@ -244,21 +244,33 @@ def test_t5_lora_adapter_reloads_identically_and_merges(run_cli, tunery_tiny_t5,
     assert engine.load(str(tmp_path / "merged")).task == "seq2seq"
 
 
+def family_rows(rows: list[dict]) -> list[dict]:
+    """The other directions of the toy translation, the prefix in the source: German -> English,
+    and copying English and German."""
+    return [pair for r in rows for pair in (
+        {"en": "translate German to English: " + r["de"], "de": r["en"]},
+        {"en": "translate English to English: " + r["en"], "de": r["en"]},
+        {"en": "translate German to German: " + r["de"], "de": r["de"]})]
+
+
 @pytest.mark.slow
-def test_t5_lora_learns_toy_translation(run_cli, tunery_tiny_t5, translation_files, tmp_path):
-    """LoRA adapts a trained model (LoRA on a random base barely moves): the tiny T5 first learns
-    German -> English in full, then a LoRA adapter on it learns English -> German."""
-    train, evaluation = translation_files
-    result = run_cli("train", "--model", tunery_tiny_t5, "--method", "full", "--format", "text2text", "--data", train,
-                     "--output-dir", tmp_path / "base", "--max-steps", 150, "--set", "format.source=de",
-                     "--set", "format.target=en", "--set", 'format.prefix="translate German to English: "',
-                     "--set", "training.learning_rate=0.01", "--set", "training.batch_size=16")
+def test_t5_lora_learns_toy_translation(run_cli, tunery_tiny_t5, tmp_path):
+    """The LoRA figure in docs/tasks.md. LoRA adapts a trained model (on a random base it barely
+    moves): the tiny T5 first learns the task family in full (German -> English, copying English
+    and German), then a LoRA adapter on it learns the held-out direction, English -> German."""
+    rows = translation_rows(600, 0)
+    files = (write_jsonl(tmp_path / "train.jsonl", rows), write_jsonl(tmp_path / "eval.jsonl", translation_rows(40, 1)))
+    family = write_jsonl(tmp_path / "family.jsonl", family_rows(rows))
+    result = run_cli("train", "--model", tunery_tiny_t5, "--method", "full", "--format", "text2text", "--data", family,
+                     "--output-dir", tmp_path / "base", "--max-steps", 1200, "--set", "format.source=en",
+                     "--set", "format.target=de", "--set", "training.learning_rate=0.003",
+                     "--set", "training.batch_size=16")
     assert result.exit_code == 0, result.output
-    metrics = _train_t5(run_cli, tmp_path / "base" / "model", translation_files, tmp_path / "lora", "lora", 300, 0.01,
+    metrics = _train_t5(run_cli, tmp_path / "base" / "model", files, tmp_path / "lora", "lora", 600, 0.003,
                         "--set", "method.r=16", "--set", "method.dropout=0")
     before, after = metrics["before"], metrics["after"]
-    assert before["seq2seq/exact_match"] == 0 and after["seq2seq/exact_match"] >= 0.3, after  # docs/tasks.md: 0.35
-    assert after["seq2seq/rouge1"] > 60 > before["seq2seq/rouge1"], after
+    assert before["seq2seq/exact_match"] == 0 and after["seq2seq/exact_match"] >= 0.6, after  # docs/tasks.md: 0.675
+    assert after["seq2seq/rouge1"] > 90 > before["seq2seq/rouge1"], after
 
 
 # ----------------------------------------------------------------------------- NER end to end
