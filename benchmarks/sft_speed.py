@@ -180,11 +180,14 @@ def run_child(argv: list[str], env: dict) -> dict:
 
 def startup_times(runs: int) -> dict:
     """Median wall and CPU (user+system) seconds of ``tunery --help`` and ``tunery plugins``;
-    CPU time is the figure to trust on a machine shared with other jobs."""
+    CPU time is the figure to trust on a machine shared with other jobs. The warm-up run writes
+    the bytecode an installed package has (pip compiles it at install; an editable checkout under
+    ``PYTHONDONTWRITEBYTECODE=1`` would otherwise compile every module at every start)."""
     exe = str(Path(sys.executable).with_name("tunery"))
     out = {}
+    warm_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     for args in (["--help"], ["plugins"]):
-        subprocess.run([exe, *args], capture_output=True, check=True)  # warm the file and entry-point caches
+        subprocess.run([exe, *args], capture_output=True, check=True, env=warm_env)  # bytecode, entry-point cache
         walls, cpus = [], []
         for _ in range(runs):
             start = time.perf_counter()
