@@ -160,6 +160,7 @@ def loss_points(run_dir: Path) -> int:
     return sum(("loss" in r) + ("eval_loss/loss" in r) for r in records)
 
 
+@pytest.mark.slow  # ~7 min on a quiet 2-core machine (a browser, three runs): run with -m slow
 def test_ui_end_to_end(ui_server, page, tiny_lm, alpaca_file, run_cli, tmp_path):
     url, runs = ui_server
     started = time.time()
