@@ -422,9 +422,10 @@ def from_log(path: Path) -> dict:
 
 
 def report(record: dict, args) -> None:
-    text = table(record, args)
+    parts = [table(record, args)] if record["results"] else []
     if record.get("lengths"):
-        text += "\n\n" + length_table(record["lengths"])
+        parts.append(length_table(record["lengths"]))
+    text = "\n\n".join(parts)
     print(text)
     if args.write:
         write_doc(text, args)
