@@ -69,9 +69,6 @@ class Dpo(Objective):
     tasks = frozenset({"preference"})
     Options = DpoOptions
 
-    def model_task(self, data_task):
-        return "causal_lm", None
-
     def compute_loss(self, model, inputs, options, run):
         import torch
         from tunery import pair_logps, record

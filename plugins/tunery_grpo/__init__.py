@@ -107,9 +107,6 @@ class Grpo(Objective):
     Options = OnlineOptions
     advantage = "grpo"
 
-    def model_task(self, data_task):
-        return "causal_lm", None
-
     def check(self, options, run):
         from tunery import check_reward_sources
 

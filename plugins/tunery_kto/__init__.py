@@ -47,9 +47,6 @@ class Kto(Objective):
     tasks = frozenset({"unpaired"})
     Options = KtoOptions
 
-    def model_task(self, data_task):
-        return "causal_lm", None
-
     @staticmethod
     def logps(model, inputs):
         from tunery import sequence_logps

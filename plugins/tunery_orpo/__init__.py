@@ -38,9 +38,6 @@ class Orpo(Objective):
     tasks = frozenset({"preference"})
     Options = OrpoOptions
 
-    def model_task(self, data_task):
-        return "causal_lm", None
-
     def compute_loss(self, model, inputs, options, run):
         from tunery import pair_logps, record
 

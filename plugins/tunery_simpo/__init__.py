@@ -38,9 +38,6 @@ class Simpo(Objective):
     tasks = frozenset({"preference"})
     Options = SimpoOptions
 
-    def model_task(self, data_task):
-        return "causal_lm", None
-
     def compute_loss(self, model, inputs, options, run):
         from tunery import pair_logps, record
 
