@@ -100,12 +100,36 @@ def run_reference(seed: int, train: str, evaluation: str, folder: str) -> dict:
 
 
 def compare(a: list[float], b: list[float]) -> dict:
-    """Mean difference a - b, its 95% confidence interval and p-value (Welch's t-test)."""
+    """Mean difference a - b with its 95% confidence interval and p-value: Welch's t-test
+    (independent samples) and the paired t-test (run i of both programs shares seed i: the same
+    head and adapter initialisation and the same sampler permutation)."""
     from scipy import stats
 
-    test = stats.ttest_ind(a, b, equal_var=False)
-    low, high = test.confidence_interval(0.95)
-    return {"diff": statistics.mean(a) - statistics.mean(b), "low": low, "high": high, "p": test.pvalue}
+    out = {"diff": statistics.mean(a) - statistics.mean(b)}
+    for name, test in (("welch", stats.ttest_ind(a, b, equal_var=False)), ("paired", stats.ttest_rel(a, b))):
+        low, high = test.confidence_interval(0.95)
+        out[name] = {"low": low, "high": high, "p": test.pvalue}
+    return out
+
+
+def report(acc: dict[str, list[float]]) -> str:
+    """The per-seed table, means and standard deviations, the tests and the verdict (on Welch's)."""
+    n = len(acc["tunery"])
+    lines = ["| seed | plain script | tunery | tunery - script |", "| ---: | ---: | ---: | ---: |"]
+    lines += [f"| {i} | {acc['reference'][i]:.3f} | {acc['tunery'][i]:.3f} | {acc['tunery'][i] - acc['reference'][i]:+.3f} |"
+              for i in range(n)]
+    lines.append("| mean ± std | " + " | ".join(f"{statistics.mean(a):.3f} ± {statistics.stdev(a):.3f}"
+                                               for a in (acc["reference"], acc["tunery"])) + " | |")
+    c = compare(acc["tunery"], acc["reference"])
+    lines.append("")
+    for name, label in (("welch", "Welch"), ("paired", "paired by seed")):
+        t = c[name]
+        lines.append(f"tunery - plain script: {c['diff']:+.4f}, 95% CI {t['low']:+.4f} .. {t['high']:+.4f} "
+                     f"({label}, p={t['p']:.3f})")
+    verdict = "noise" if c["welch"]["low"] <= 0 <= c["welch"]["high"] else "real"
+    lines.append(f"verdict: {verdict} (the Welch interval {'contains' if verdict == 'noise' else 'excludes'} 0; "
+                 f"{n} seeds each)")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -114,11 +138,19 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--eval", type=int, default=1000)
     parser.add_argument("--data", default=str(DATA if DATA.exists() else ROOT / "data" / "sst5_sample.txt"))
+    parser.add_argument("--report", metavar="LOG", help="only print the report of the per-run lines of an earlier "
+                        "run's output (seeds both programs finished)")
     parser.add_argument("--one-tunery", type=int, metavar="SEED", help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs=3, help=argparse.SUPPRESS)  # train, eval, folder of --one-tunery
     args = parser.parse_args()
     if args.one_tunery is not None:
         print(json.dumps(run_tunery(args.one_tunery, *args.files)), flush=True)
+        return
+    if args.report:
+        runs = [json.loads(line) for line in Path(args.report).read_text().splitlines() if line.startswith('{"program"')]
+        acc = {name: [r["eval_accuracy"] for r in runs if r["program"] == name] for name in ("reference", "tunery")}
+        n = min(len(a) for a in acc.values())
+        print(report({name: a[:n] for name, a in acc.items()}))
         return
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     os.environ.update(env)
@@ -139,16 +171,8 @@ def main() -> None:
             results["tunery"].append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps({"program": "tunery", "seed": seed, **results["tunery"][-1]}), flush=True)
     acc = {name: [r["eval_accuracy"] for r in rows] for name, rows in results.items()}
-    print("\n| seed | plain script | tunery |\n| ---: | ---: | ---: |")
-    for seed in range(args.seeds):
-        print(f"| {seed} | {acc['reference'][seed]:.4f} | {acc['tunery'][seed]:.4f} |")
-    print(" | ".join(["| mean ± std", *(f"{statistics.mean(a):.4f} ± {statistics.stdev(a):.4f}" for a in acc.values())])
-          + " |")
-    c = compare(acc["tunery"], acc["reference"])
-    print(f"\ntunery - plain script: {c['diff']:+.4f} (95% CI {c['low']:+.4f} .. {c['high']:+.4f}, Welch p={c['p']:.3f})")
-    verdict = "noise" if c["low"] <= 0 <= c["high"] else "real"
-    print(f"verdict: {verdict} ({'the interval contains 0' if verdict == 'noise' else 'the interval excludes 0'}); "
-          f"{args.seeds} seeds each, {time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.2f}")
+    print("\n" + report(acc))
+    print(f"{time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
