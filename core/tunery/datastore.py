@@ -301,7 +301,7 @@ def _format_to_arrow(rows: Iterable, path: Path, workers: int, what: str | None,
             offsets.append(sink.tell())
             sink.write(data)
             counts.append(batch.num_rows)
-            lengths_.append(batch.column(1).to_numpy())
+            lengths_.append(batch.column(1).to_numpy().copy())  # not a view that keeps the chunk alive
             flags.append(batch.column(2).to_numpy(zero_copy_only=False))
             problems.extend(found)
             totals["truncated"] += truncated
