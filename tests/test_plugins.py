@@ -275,3 +275,43 @@ def test_a_third_party_plugin_adds_members_of_every_family_and_a_command(tmp_pat
     out = _cli("hello", "world", env_extra=env)
     assert out.returncode == 0 and out.stdout.strip() == "hello world"
     assert "hello" in _cli("--help", env_extra=env).stdout
+
+
+def test_help_imports_only_command_plugins_and_sees_a_command_added_by_an_edit(tmp_path):
+    """`tunery --help` loads the plugins that add commands (known from the last load), not all of
+    them; a plugin edited to add a command is loaded again and its command is listed."""
+    site = tmp_path / "site"
+    site.mkdir()
+    make_distribution(site, "tunery-quiet", {"quietplugin": """
+        from tunery import Method, hookimpl
+        class Quiet(Method):
+            name = 'quiet'
+        @hookimpl
+        def tunery_register_methods(registry):
+            registry.add(Quiet())
+    """}, {"quiet": "quietplugin"})
+    env = {"PYTHONPATH": str(site), "TUNERY_CACHE": str(tmp_path / "cache")}
+    probe = ("import sys; from tunery.cli import cli\n"
+             "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m.startswith('tunery_') or m == 'quietplugin'))")
+    run = lambda: subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,  # noqa: E731
+                                 env={**os.environ, **env})
+    first = run()  # nothing known yet: every plugin loads, and its hooks are remembered
+    assert "quietplugin" in first.stdout
+    second = run()
+    imported = eval(second.stdout.strip().splitlines()[-1])
+    assert "quietplugin" not in imported and "tunery_lora" not in imported
+    assert {"tunery_sweep", "tunery_ui"} <= set(imported) and "sweep" in second.stdout
+
+    module = site / "quietplugin.py"
+    module.write_text(module.read_text() + textwrap.dedent("""
+        import click
+        @hookimpl
+        def tunery_register_commands(cli):
+            @cli.command()
+            def whisper():
+                '''Say it quietly (added by an edit).'''
+    """))
+    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 10**9))
+    assert "whisper" in run().stdout
+    assert "quiet" in json.dumps(json.loads(_cli("plugins", "--json", env_extra=env).stdout))

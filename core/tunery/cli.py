@@ -26,10 +26,13 @@ class TuneryGroup(click.Group):
     _plugins_loaded = False
 
     def _load_plugin_commands(self, ctx: click.Context) -> None:
+        """Add the plugins' commands: through the run's engine when there is one, else through a
+        host of only the plugins that add commands (so ``--help`` imports few of them)."""
         if not self._plugins_loaded:
             self._plugins_loaded = True
             try:
-                get_engine(ctx).hook.tunery_register_commands(cli=self)
+                host = ctx.find_root().obj or _command_host()
+                host.hook.tunery_register_commands(cli=self)
             except TuneryError as exc:
                 click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
 
@@ -81,6 +84,16 @@ def get_engine(ctx: click.Context):
 command_engine = get_engine  # the public name, for commands that plugins add
 
 
+def _command_host():
+    from .engine import Engine
+    from .plugins import PluginHost, PluginWarning
+
+    env = dict(os.environ)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)
+        return PluginHost(env, cache_dir=Engine.default_cache_dir(env), only_hooks={"tunery_register_commands"})
+
+
 def setup_logging(verbose: bool) -> None:
     """tunery's progress on stderr; the libraries' own progress bars and chatter off."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -118,8 +131,8 @@ def cli(debug: bool) -> None:
 @click.pass_context
 def plugins(ctx: click.Context, as_json: bool, verbose: bool) -> None:
     """List installed plugins, their status and the members they register."""
-    cli.list_commands(ctx)  # plugin commands load now, so a failing one shows below
     engine = get_engine(ctx)
+    cli.list_commands(ctx)  # plugin commands load now, so a failing one shows below
     infos = engine.plugins
     if as_json:
         items = [i.to_json() for i in infos]

@@ -28,8 +28,13 @@ class Engine:
     def __init__(self, *, autoload: bool = True, plugins: Iterable[Any] = (),
                  env: Mapping[str, str] | None = None, cache_dir: str | os.PathLike | None = None):
         self.env = dict(os.environ if env is None else env)
-        self.cache_dir = Path(cache_dir or self.env.get("TUNERY_CACHE") or Path.home() / ".cache" / "tunery")
+        self.cache_dir = Path(cache_dir) if cache_dir else self.default_cache_dir(self.env)
         self.host = PluginHost(self.env, autoload=autoload, plugins=plugins, cache_dir=self.cache_dir)
+
+    @staticmethod
+    def default_cache_dir(env: Mapping[str, str]) -> Path:
+        """``$TUNERY_CACHE``, else ``~/.cache/tunery``."""
+        return Path(env.get("TUNERY_CACHE") or Path.home() / ".cache" / "tunery")
 
     # ------------------------------------------------------------------ plugins
 

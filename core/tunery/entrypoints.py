@@ -5,6 +5,10 @@ Scanning every installed distribution with ``importlib.metadata`` (and importing
 ``<cache>/entry-points.json`` under a key made of the modification times of every ``sys.path``
 folder and of every distribution's ``entry_points.txt`` in them: installing, upgrading, removing
 or editing a distribution changes the key, so a stale list is never used.
+
+Beside it, ``<cache>/plugin-hooks.json`` keeps the hooks each plugin implemented when it was last
+loaded, with its module file's modification time: ``tunery --help`` then imports only the
+plugins that add commands (and any it does not know), not all of them.
 """
 
 from __future__ import annotations
@@ -86,3 +90,57 @@ def entry_points(group: str, cache_dir: Path | None) -> list[EntryPoint]:
     except OSError:
         pass  # a read-only cache only costs speed
     return points
+
+
+def _module_file(obj) -> str | None:
+    module = obj if isinstance(obj, type(sys)) else sys.modules.get(getattr(obj, "__module__", ""), None)
+    return getattr(module, "__file__", None)
+
+
+def _stamp(file: str | None) -> int | None:
+    try:
+        return os.stat(file).st_mtime_ns if file else None
+    except OSError:
+        return None
+
+
+def known_hooks(points: list[EntryPoint], cache_dir: Path | None) -> dict[str, list[str]]:
+    """The hooks each of ``points`` implemented when it was last loaded, for the entry points
+    whose target and module file are unchanged since (the others are unknown: load them)."""
+    if cache_dir is None:
+        return {}
+    try:
+        remembered = json.loads((cache_dir / "plugin-hooks.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    known = {}
+    for ep in points:
+        entry = remembered.get(ep.name) if isinstance(remembered, dict) else None
+        if (isinstance(entry, dict) and entry.get("value") == ep.value and entry.get("file")
+                and entry.get("stamp") == _stamp(entry["file"]) and isinstance(entry.get("hooks"), list)):
+            known[ep.name] = entry["hooks"]
+    return known
+
+
+def remember_hooks(loaded: dict[str, tuple[EntryPoint, object, list[str]]], cache_dir: Path | None) -> None:
+    """Keep, for each loaded entry point, the hooks its plugin implements (see :func:`known_hooks`)."""
+    if cache_dir is None:
+        return
+    path = cache_dir / "plugin-hooks.json"
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):
+        before = {}
+    record = dict(before) if isinstance(before, dict) else {}
+    for name, (ep, obj, hooks) in loaded.items():
+        file = _module_file(obj)
+        record[name] = {"value": ep.value, "file": file, "stamp": _stamp(file), "hooks": sorted(hooks)}
+    if record == before:
+        return
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs speed

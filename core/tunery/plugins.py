@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 import pluggy
 
 from . import hookspecs
-from .entrypoints import entry_points
+from .entrypoints import entry_points, known_hooks, remember_hooks
 from .errors import PluginError
 from .members import FAMILIES
 from .registry import Registry
@@ -95,7 +95,7 @@ class PluginHost:
     """A pluggy manager plus the four registries and a record of every plugin."""
 
     def __init__(self, env: Mapping[str, str], autoload: bool = True, plugins: Iterable[Any] = (),
-                 cache_dir: Any = None):
+                 cache_dir: Any = None, only_hooks: Iterable[str] | None = None):
         self.pm = pluggy.PluginManager("tunery")
         self.pm.add_hookspecs(hookspecs)
         self.unavailable: dict[str, str] = {}  # plugin name -> why it is not loaded (for messages)
@@ -105,7 +105,8 @@ class PluginHost:
         self.cache_dir = cache_dir  # where the entry-point list is remembered (None: scan every time)
         autoload = autoload and not _truthy(env.get("TUNERY_DISABLE_AUTOLOAD"))
         if autoload:
-            self._load_entry_points(_env_list(env, "TUNERY_PLUGINS"), _env_list(env, "TUNERY_DISABLE_PLUGINS") or set())
+            self._load_entry_points(_env_list(env, "TUNERY_PLUGINS"), _env_list(env, "TUNERY_DISABLE_PLUGINS") or set(),
+                                    None if only_hooks is None else set(only_hooks))
         for plugin in plugins:
             self.add(plugin)
         if not autoload:
@@ -117,13 +118,19 @@ class PluginHost:
 
     # ------------------------------------------------------------------ loading
 
-    def _load_entry_points(self, allow: set[str] | None, block: set[str]) -> None:
+    def _load_entry_points(self, allow: set[str] | None, block: set[str], only_hooks: set[str] | None) -> None:
+        """Load the installed plugins; with ``only_hooks``, skip those known (from the last full
+        load) to implement none of these hooks -- ``tunery --help`` needs only the command plugins."""
         points = sorted(entry_points(ENTRY_POINT_GROUP, self.cache_dir), key=lambda e: e.name)
+        known = known_hooks(points, self.cache_dir) if only_hooks is not None else {}
+        loaded = {}
         by_name: dict[str, list] = {}
         for ep in points:
             by_name.setdefault(ep.name, []).append(ep)
         for name, same in by_name.items():
             ep = same[0]
+            if name in known and not only_hooks & set(known[name]):
+                continue
             info = PluginInfo(ep.name, ep.distribution, ep.version)
             if ep.name in block or (allow is not None and ep.name not in allow):
                 info.status = "disabled"
@@ -143,6 +150,9 @@ class PluginHost:
                 self._fail(info, exc)
                 continue
             self._register(obj, info)
+            if not info.status.startswith("failed"):
+                loaded[name] = (ep, obj, info.hooks)
+        remember_hooks(loaded, self.cache_dir)
 
     def add(self, plugin: Any, name: str | None = None, distribution: str = "", version: str = "") -> PluginInfo:
         """Register a plugin object (a module, class or instance with hook implementations)."""
