@@ -129,6 +129,25 @@ def test_a_second_prepare_maps_the_cache_and_gives_the_same_examples(tiny_lm, tm
         add_example_values(examples, "short", [1, 2, 3])
 
 
+def test_opening_a_split_reads_its_index_only_and_datasets_reads_the_file(tiny_lm, tmp_path, monkeypatch):
+    """A million-row split opens without touching its examples: the count and lengths come from
+    the index beside the file; an example's batch is decoded when it is read."""
+    import datasets
+
+    from tunery import Engine, datastore
+
+    monkeypatch.setattr(datastore, "CHUNK", 4)  # 10 rows: 3 batches
+    path = write_jsonl(tmp_path / "rows.jsonl", _rows(10))
+    prepared = Engine().prepare_data(_config(tiny_lm, tmp_path, path))
+    written = list(prepared.train.examples)
+    fresh = datastore.ArrowExamples(prepared.train.examples.path, True)
+    assert len(fresh) == 10 and fresh.lengths().tolist() == [len(e["input_ids"]) for e in written]
+    assert fresh.select(range(10))._mapped is fresh._mapped and fresh._mapped.batches == [None] * 3
+    assert fresh[9] == written[9] and [b is not None for b in fresh._mapped.batches] == [False, False, True]
+    table = datasets.Dataset.from_file(fresh.path)  # a plain Arrow IPC stream
+    assert [json.loads(e) for e in table["example"]] == written and table["length"] == fresh.lengths().tolist()
+
+
 def _old_pack(examples, max_length):
     """The in-memory best fit (longest first) that packing was before it streamed."""
     from tunery.packing import _join

@@ -190,3 +190,45 @@ def test_the_memory_estimate_counts_only_the_checkpointed_layers(tmp_path):
     model = _lora(tmp_path, layers=4)
     none, half, every = (estimate(model, 2, 64, setting)["activations"] for setting in (False, 0.5, True))
     assert every < half < none
+
+
+def test_frozen_bf16_checkpoints_hold_the_float32_weights_and_a_failed_run_leaves_no_spill(tiny_lm, alpaca_file,
+                                                                                        tmp_path):
+    """A method that saves the whole model (freeze) checkpoints the exact float32 frozen weights,
+    not their bf16 stand-ins; a run that fails mid-training restores them and removes the spill."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from tunery import Extension, hookimpl
+    from tunery.errors import TrainingError
+
+    base = {n: p.detach().clone() for n, p in AutoModelForCausalLM.from_pretrained(tiny_lm).named_parameters()}
+    config = {"model": tiny_lm, "output_dir": str(tmp_path / "run"), "method": {"name": "freeze", "last_n": 1},
+              "format": "alpaca", "data": {"train": [str(alpaca_file)]}, "evaluators": [],
+              "training": {"max_steps": 4, "save_steps": 2, "learning_rate": 0.01, "bf16": True}}
+    result = Engine().train(config)
+    saved = load_file(str(next((tmp_path / "run" / "checkpoints").glob("checkpoint-2")) / "model.safetensors"))
+    frozen = [n for n, p in result.model.named_parameters() if not p.requires_grad and n.endswith("proj.weight")]
+    assert frozen and all(torch.equal(saved[n], base[n]) for n in frozen)
+    assert all(torch.equal(dict(result.model.named_parameters())[n], base[n]) for n in frozen)
+
+    class FailAtStep3(Extension):
+        name = "fail-at-3"
+        calls = 0
+
+        def compute_loss(self, inner, model, inputs, options, run):
+            FailAtStep3.calls += 1
+            if FailAtStep3.calls == 3:
+                raise RuntimeError("injected failure")
+            return inner(model, inputs)
+
+    class Plugin:
+        @hookimpl
+        def tunery_register_extensions(self, registry):
+            registry.add(FailAtStep3())
+
+    with pytest.raises(TrainingError, match="injected failure"):
+        Engine(plugins=[Plugin()]).train({**config, "output_dir": str(tmp_path / "failed"), "extensions": ["fail-at-3"],
+                                          "training": {**config["training"], "save_steps": None}})
+    assert not list((tmp_path / "failed").rglob(".tunery-frozen-*"))

@@ -138,8 +138,11 @@ class _NotJSON:
         self.name = name
 
 
+_DECODER = json.JSONDecoder(parse_constant=_NotJSON)  # one for every row (json.loads with options makes one per call)
+
+
 def _json_loads(text: str):
-    return json.loads(text, parse_constant=_NotJSON)
+    return _DECODER.decode(text)
 
 
 def row_problem(value: Any) -> tuple[str, str] | None:

@@ -6,7 +6,9 @@ reads) with one record batch per chunk of :data:`CHUNK` rows and three columns: 
 (the example as JSON, exactly what the formatter returned), ``length`` (its longest token list:
 ``input_ids`` for a causal-LM example) and ``augmented`` (made by an extension from another row). Chunks are
 formatted in ``data.workers`` processes and written in row order, so the examples, their order
-and the bad rows' numbers do not depend on the number of workers.
+and the bad rows' numbers do not depend on the number of workers. Beside it, ``<split>.index.npz``
+holds where each batch starts in the file and every example's length and flag: opening a split
+reads that index only, and a batch's pages are touched when one of its examples is read.
 """
 
 from __future__ import annotations
@@ -34,42 +36,56 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, cores))
 
 
+class _Mapped:
+    """A split's Arrow file, memory-mapped, with its index (``<split>.index.npz``): where each
+    record batch starts in the file, its first example, and every example's length and flag.
+    Opening reads only the index; a batch is decoded (zero-copy) when one of its examples is read,
+    so the file's pages are touched only as examples are."""
+
+    def __init__(self, path: str):
+        import numpy as np
+        import pyarrow as pa
+
+        with np.load(_index_path(path)) as index:
+            self.offsets, self.starts = index["offsets"], index["starts"]
+            self.length, self.augmented = index["length"], index["augmented"]
+        self.buffer = pa.memory_map(path).read_buffer()
+        self.batches: list = [None] * (len(self.starts) - 1)
+
+    def column(self, k: int):
+        """The ``example`` column of batch ``k``."""
+        if self.batches[k] is None:
+            import pyarrow as pa
+
+            message = pa.ipc.read_message(self.buffer.slice(int(self.offsets[k])))
+            self.batches[k] = pa.ipc.read_record_batch(message, _schema()).column(0)
+        return self.batches[k]
+
+
+def _index_path(path: str | os.PathLike) -> str:
+    return str(path)[: -len(".arrow")] + ".index.npz" if str(path).endswith(".arrow") else str(path) + ".index.npz"
+
+
 class ArrowExamples(Sequence):
     """A split's examples, memory-mapped from its Arrow file: a read-only sequence of dicts
     (each decoded when it is read), with the examples' lengths at hand without decoding."""
 
-    def __init__(self, path: str | os.PathLike, packable: bool = False, index: Any = None, owner: Any = None):
+    def __init__(self, path: str | os.PathLike, packable: bool = False, index: Any = None, owner: Any = None,
+                 mapped: _Mapped | None = None):
         import numpy as np
 
         self.path, self.packable, self._owner = str(path), packable, owner
-        self._mapped: Any = None  # (table, example column, first example of each batch), mapped when first read
+        self._mapped = mapped  # opened when first needed; views of one split share it
         self._index = None if index is None else np.asarray(index, dtype=np.int64)
         self._added: dict[str, list] = {}  # values set by add_values, one per example of this view
 
-    @property
-    def _table(self):
-        return self._open()[0]
-
-    @property
-    def _column(self):
-        return self._open()[1]
-
-    @property
-    def _starts(self):
-        return self._open()[2]
-
-    def _open(self) -> tuple:
+    def _open(self) -> _Mapped:
         if self._mapped is None:
-            import numpy as np
-            import pyarrow as pa
-
-            table = pa.ipc.open_stream(pa.memory_map(self.path)).read_all()
-            column = table.column("example")
-            self._mapped = (table, column, np.cumsum([0] + [len(c) for c in column.chunks]))
+            self._mapped = _Mapped(self.path)
         return self._mapped
 
     def __len__(self) -> int:
-        return len(self._table) if self._index is None else len(self._index)
+        return int(self._open().starts[-1]) if self._index is None else len(self._index)
 
     def _position(self, i: int) -> int:
         n = len(self)
@@ -84,9 +100,9 @@ class ArrowExamples(Sequence):
             return [self[j] for j in range(*i.indices(len(self)))]
         import numpy as np
 
-        at = self._position(i)
-        chunk = int(np.searchsorted(self._starts, at, side="right")) - 1
-        example = json.loads(self._column.chunks[chunk][at - int(self._starts[chunk])].as_py())
+        mapped, at = self._open(), self._position(i)
+        k = int(np.searchsorted(mapped.starts, at, side="right")) - 1
+        example = json.loads(mapped.column(k)[at - int(mapped.starts[k])].as_py())
         if self._added:
             i = i + len(self) if i < 0 else i
             example.update({name: values[i] for name, values in self._added.items()})
@@ -96,8 +112,9 @@ class ArrowExamples(Sequence):
         if self._index is not None or self._added:
             yield from (self[i] for i in range(len(self)))
             return
-        for chunk in self._column.chunks:
-            yield from map(json.loads, chunk.to_pylist())
+        mapped = self._open()
+        for k in range(len(mapped.batches)):
+            yield from map(json.loads, mapped.column(k).to_pylist())
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
@@ -118,7 +135,7 @@ class ArrowExamples(Sequence):
         self._added[name] = list(values)
 
     def _values(self, column: str):
-        values = self._table.column(column).to_numpy()
+        values = getattr(self._open(), column)
         return values if self._index is None else values[self._index]
 
     def lengths(self):
@@ -135,7 +152,7 @@ class ArrowExamples(Sequence):
 
         indices = np.asarray(list(indices) if not hasattr(indices, "__len__") else indices, dtype=np.int64)
         base = indices if self._index is None else self._index[indices]
-        view = ArrowExamples(self.path, self.packable, base, self._owner)
+        view = ArrowExamples(self.path, self.packable, base, self._owner, self._open())
         view._added = {name: [values[i] for i in indices] for name, values in self._added.items()}
         return view
 
@@ -274,19 +291,37 @@ def _format_to_arrow(rows: Iterable, path: Path, workers: int, what: str | None,
     totals = {"truncated": 0, "dropped": 0}
     notes = collections.Counter()
     packable: list = []
+    offsets, counts, lengths_, flags = [], [], [], []
     schema = _schema()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+    with open(path, "wb") as sink:  # an Arrow IPC stream: the schema, each chunk's batch, the end marker
+        sink.write(schema.serialize())
         for data, found, truncated, dropped, noted, can in _run_chunks(chunks, workers):
-            writer.write_batch(pa.ipc.read_record_batch(pa.py_buffer(data), schema))
+            batch = pa.ipc.read_record_batch(pa.py_buffer(data), schema)
+            offsets.append(sink.tell())
+            sink.write(data)
+            counts.append(batch.num_rows)
+            lengths_.append(batch.column(1).to_numpy().copy())  # not a view that keeps the chunk alive
+            flags.append(batch.column(2).to_numpy(zero_copy_only=False))
             problems.extend(found)
             totals["truncated"] += truncated
             totals["dropped"] += dropped
             notes.update(noted)
             if can is not None:
                 packable.append(can)
+        sink.write(b"\xff\xff\xff\xff\x00\x00\x00\x00")
+    _write_index(path, offsets, counts, lengths_, flags)
     examples = ArrowExamples(path, bool(packable) and all(packable), owner=owner)
     return Formatted(examples, counted.n, problems, totals["truncated"], totals["dropped"], dict(notes))
+
+
+def _write_index(path: Path, offsets: list, counts: list, lengths_: list, flags: list) -> None:
+    import numpy as np
+
+    np.savez(_index_path(path), offsets=np.asarray(offsets, dtype=np.int64),
+             starts=np.cumsum([0, *counts], dtype=np.int64),
+             length=np.concatenate(lengths_) if lengths_ else np.zeros(0, np.int32),
+             augmented=np.concatenate(flags) if flags else np.zeros(0, bool))
 
 
 class _Counted:

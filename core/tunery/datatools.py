@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("tunery")
 MARK_OPEN, MARK_CLOSE = "\u27e6", "\u27e7"  # ⟦trained⟧ spans in previews
-CACHE_VERSION = "3"  # 3: Arrow files
+CACHE_VERSION = "4"  # 3: Arrow files; 4: with their index (offsets, lengths)
 
 
 @dataclasses.dataclass

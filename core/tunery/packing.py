@@ -33,14 +33,14 @@ def pack(examples: Sequence[dict], max_length: int) -> PackedRows:
     import numpy as np
 
     sizes = np.asarray(examples.lengths() if hasattr(examples, "lengths")  # memory-mapped: a column
-                       else [len(ex["input_ids"]) for ex in examples], dtype=np.int64)
-    order = np.lexsort((np.arange(len(sizes)), -sizes))  # longest first, then in order
-    row_of = np.empty(len(sizes), dtype=np.int64)
+                       else [len(ex["input_ids"]) for ex in examples], dtype=np.int32)
+    order = np.argsort(-sizes, kind="stable").astype(np.int32)  # longest first, then in order
+    row_of = np.empty(len(sizes), dtype=np.int32)
     frees: list[int] = []  # the free room values that some row has, sorted
     rows_with: dict[int, list[int]] = {}  # free room -> heap of the rows with it
     n_rows = 0
-    for i in order.tolist():
-        n = int(sizes[i])
+    smallest = max(1, int(sizes.min())) if len(sizes) else 1
+    for i, n in _blocks(order, sizes):
         at = bisect.bisect_left(frees, n)
         if at == len(frees):  # no row has room: a new one
             row, free = n_rows, max_length - n
@@ -52,14 +52,22 @@ def pack(examples: Sequence[dict], max_length: int) -> PackedRows:
                 del rows_with[room], frees[at]
             free = room - n
         row_of[i] = row
-        if free > 0:
+        if free >= smallest:  # a row with less room than the shortest example is full
             if free not in rows_with:
                 rows_with[free] = []
                 bisect.insort(frees, free)
             heapq.heappush(rows_with[free], row)
-    members = np.argsort(row_of, kind="stable")  # each row's examples, in their order
+    members = np.argsort(row_of, kind="stable").astype(np.int32)  # each row's examples, in their order
     starts = np.searchsorted(row_of[members], np.arange(n_rows + 1))
     return PackedRows(examples, members, starts)
+
+
+def _blocks(order, sizes, size: int = 1 << 16):
+    """``(index, length)`` in ``order`` as Python ints, a block at a time (a million-row list of
+    ints would cost more memory than the arrays themselves)."""
+    for start in range(0, len(order), size):
+        block = order[start:start + size]
+        yield from zip(block.tolist(), sizes[block].tolist())
 
 
 class PackedRows(SequenceABC):
@@ -86,7 +94,7 @@ class PackedRows(SequenceABC):
 
         examples = self.examples
         sizes = np.asarray(examples.lengths() if hasattr(examples, "lengths")
-                           else [len(ex["input_ids"]) for ex in examples], dtype=np.int64)[self._members]
+                           else [len(ex["input_ids"]) for ex in examples], dtype=np.int32)[self._members]
         return np.add.reduceat(sizes, self._starts[:-1]) if len(self) else sizes[:0]
 
     def __eq__(self, other) -> bool:

@@ -8,6 +8,7 @@ and may supply optimizer parameter groups and callbacks. Imported only when a ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -73,6 +74,23 @@ class TuneryTrainer(SafeCheckpoints, Trainer):
         self.tunery_run, self.tunery_chunked, self.tunery_evaluate = run, chunked, evaluate
         self.tunery_guard = next(cb for cb in self.callback_handler.callbacks if isinstance(cb, NonFiniteGuard))
         self.tunery_during: list[dict] = []
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:  # a failed or interrupted run leaves neither bf16 frozen weights nor their spill file
+            for frozen in self._frozen_bf16():
+                frozen.restore()
+
+    def _save_checkpoint(self, model, trial):
+        adapter_only = hasattr(self.model, "peft_config")  # a peft checkpoint holds no frozen weight
+        with contextlib.ExitStack() as stack:
+            for frozen in () if adapter_only else self._frozen_bf16():
+                stack.enter_context(frozen.float32_weights())
+            return super()._save_checkpoint(model, trial)
+
+    def _frozen_bf16(self) -> list:
+        return [cb for cb in self.callback_handler.callbacks if isinstance(cb, FrozenBf16)]
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         def step(model, inputs):
@@ -170,18 +188,43 @@ class FrozenBf16(TrainerCallback):
             log.info("training.bf16_frozen: %d frozen linear weights held in bf16 while training", len(self.cast))
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.restore()
+
+    def restore(self, keep: bool = False) -> None:
+        """Put the float32 weights back (``keep``: and keep the state to cast them again with
+        :meth:`cast_again`); nothing to do when they are back already."""
         from safetensors import safe_open
 
         saved = {}
         if self.file is not None:
             with safe_open(str(self.file), "pt") as f:
                 saved = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is no mapping)
-            self.file.unlink()
-            self.file = None
+            if not keep:
+                self.file.unlink()
+                self.file = None
         for name, module in self.cast.items():
             weight = module.weight.data
-            module.weight.data = saved[name].to(weight.device) if name in saved else weight.float()
-        self.cast = {}
+            if weight.dtype == torch.bfloat16:
+                module.weight.data = saved[name].to(weight.device) if name in saved else weight.float()
+        if not keep:
+            self.cast = {}
+
+    def cast_again(self) -> None:
+        """After ``restore(keep=True)``: the frozen weights in bf16 again."""
+        for module in self.cast.values():
+            module.weight.data = module.weight.data.to(torch.bfloat16)
+
+    @contextlib.contextmanager
+    def float32_weights(self):
+        """The float32 weights in place for a while (a checkpoint that saves the whole model)."""
+        if not self.cast:
+            yield
+            return
+        self.restore(keep=True)
+        try:
+            yield
+        finally:
+            self.cast_again()
 
 
 def frozen_linears(model: Any) -> dict[str, Any]:

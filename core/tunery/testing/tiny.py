@@ -11,7 +11,7 @@ import shutil
 import uuid
 
 # Bump when the output of a build changes, so cached folders get rebuilt.
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"
 MARKER = ".tunery-tiny-complete"
 
 EOS = "<|endoftext|>"
@@ -276,8 +276,9 @@ def _split_punctuation(word: str) -> list[str]:
 
 
 def build_seq2seq(folder, *, layers: int = 2, hidden: int = 64, heads: int = 4, seed: int = 0) -> str:
-    """Save a tiny random T5ForConditionalGeneration (``layers`` encoder and decoder layers) and a
-    word-level tokenizer (the corpus and :data:`TOY_DICTIONARY`) to folder."""
+    """Save a tiny random T5ForConditionalGeneration (``layers`` encoder and decoder layers, T5's
+    32 relative-position buckets) and a word-level tokenizer (the corpus and :data:`TOY_DICTIONARY`)
+    to folder."""
     import torch
     from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
 
@@ -285,7 +286,7 @@ def build_seq2seq(folder, *, layers: int = 2, hidden: int = 64, heads: int = 4, 
     words = [w for pair in TOY_DICTIONARY.items() for w in pair]
     tok = build_word_tokenizer(folder, words=[*words, "translate", "english", "to", "german", ":"])
     config = T5Config(vocab_size=len(tok), d_model=hidden, d_kv=hidden // heads, d_ff=2 * hidden, num_layers=layers,
-                      num_decoder_layers=layers, num_heads=heads, relative_attention_num_buckets=8,
+                      num_decoder_layers=layers, num_heads=heads, relative_attention_num_buckets=32,
                       dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
