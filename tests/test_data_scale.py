@@ -183,3 +183,32 @@ def test_packing_the_memory_mapped_examples_gives_the_rows_it_gave_in_memory(tin
     rng = random.Random(1)
     varied = [{"input_ids": [1] * (n := rng.randint(1, 40)), "labels": [2] * n} for _ in range(300)]
     assert list(pack(varied, 40)) == _old_pack(varied, 40)
+
+
+def test_writing_a_split_holds_one_chunk_at_a_time(tmp_path, monkeypatch):
+    """The writer keeps nothing of a chunk but its lengths: the memory it holds while writing
+    does not grow with the number of chunks (a view into each chunk once kept them all)."""
+    import tracemalloc
+
+    import numpy as np
+    import pyarrow as pa
+
+    from tunery import datastore
+
+    def chunks(n):
+        for k in range(n):
+            sizes = np.full(200, 300, dtype=np.int32)
+            examples = [json.dumps({"input_ids": [k] * 300, "labels": [k] * 300})] * 200
+            batch = pa.record_batch([pa.array(examples), pa.array(sizes), pa.array([False] * 200)],
+                                    schema=datastore._schema())
+            yield batch.serialize().to_pybytes(), [], 0, 0, {}, True
+
+    peaks = {}
+    for n in (2, 4, 40):  # the first writes once-only things (lazy imports)
+        monkeypatch.setattr(datastore, "_run_chunks", lambda rows, workers, n=n: chunks(n))
+        tracemalloc.start()
+        written = datastore._format_to_arrow([], tmp_path / f"{n}.arrow", 1, None, None)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(written.examples) == 200 * n and written.examples[-1]["input_ids"][0] == n - 1
+    assert peaks[40] < 2 * peaks[4], peaks  # 10x the chunks, not 10x the memory
