@@ -318,7 +318,6 @@ def _json_list(path: str) -> Iterator[tuple[Any, str]]:
     """The elements of the JSON list in ``path`` and their text, decoded one at a time from
     blocks of text (a list of a million rows never sits in memory); a DataError with the line
     where it is not JSON."""
-    decoder = json.JSONDecoder(parse_constant=_NotJSON)
     blocks = _blocks(path)
     buf, pos, line, ended = "", 0, 1, False  # line: the line number of buf[0]
 
@@ -353,7 +352,7 @@ def _json_list(path: str) -> Iterator[tuple[Any, str]]:
                 fail("Expecting value", pos)
             while True:
                 try:
-                    value, end = decoder.raw_decode(buf, pos)
+                    value, end = _DECODER.raw_decode(buf, pos)
                 except json.JSONDecodeError as exc:
                     if ended or not more():
                         fail(exc.msg, exc.pos)

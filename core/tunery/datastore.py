@@ -62,8 +62,8 @@ class _Mapped:
         return self.batches[k]
 
 
-def _index_path(path: str | os.PathLike) -> str:
-    return str(path)[: -len(".arrow")] + ".index.npz" if str(path).endswith(".arrow") else str(path) + ".index.npz"
+def _index_path(path: str | os.PathLike) -> Path:
+    return Path(path).with_suffix(".index.npz")
 
 
 class ArrowExamples(Sequence):

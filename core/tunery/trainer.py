@@ -79,18 +79,18 @@ class TuneryTrainer(SafeCheckpoints, Trainer):
         try:
             return super().train(*args, **kwargs)
         finally:  # a failed or interrupted run leaves neither bf16 frozen weights nor their spill file
-            for frozen in self._frozen_bf16():
+            frozen = self._frozen_bf16()
+            if frozen:
                 frozen.restore()
 
     def _save_checkpoint(self, model, trial):
+        frozen = self._frozen_bf16()
         adapter_only = hasattr(self.model, "peft_config")  # a peft checkpoint holds no frozen weight
-        with contextlib.ExitStack() as stack:
-            for frozen in () if adapter_only else self._frozen_bf16():
-                stack.enter_context(frozen.float32_weights())
+        with frozen.float32_weights() if frozen and not adapter_only else contextlib.nullcontext():
             return super()._save_checkpoint(model, trial)
 
-    def _frozen_bf16(self) -> list:
-        return [cb for cb in self.callback_handler.callbacks if isinstance(cb, FrozenBf16)]
+    def _frozen_bf16(self) -> FrozenBf16 | None:
+        return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, FrozenBf16)), None)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         def step(model, inputs):
@@ -182,8 +182,7 @@ class FrozenBf16(TrainerCallback):
         if inexact:
             self.file = self.folder / ".tunery-frozen-fp32.safetensors"
             save_file({n: w.cpu() for n, w in inexact.items()}, str(self.file))
-        for module in self.cast.values():
-            module.weight.data = module.weight.data.to(torch.bfloat16)
+        self._to_bf16()
         if self.cast:
             log.info("training.bf16_frozen: %d frozen linear weights held in bf16 while training", len(self.cast))
 
@@ -191,8 +190,8 @@ class FrozenBf16(TrainerCallback):
         self.restore()
 
     def restore(self, keep: bool = False) -> None:
-        """Put the float32 weights back (``keep``: and keep the state to cast them again with
-        :meth:`cast_again`); nothing to do when they are back already."""
+        """Put the float32 weights back (``keep``: and keep the state to cast them again);
+        nothing to do when they are back already."""
         from safetensors import safe_open
 
         saved = {}
@@ -209,8 +208,7 @@ class FrozenBf16(TrainerCallback):
         if not keep:
             self.cast = {}
 
-    def cast_again(self) -> None:
-        """After ``restore(keep=True)``: the frozen weights in bf16 again."""
+    def _to_bf16(self) -> None:
         for module in self.cast.values():
             module.weight.data = module.weight.data.to(torch.bfloat16)
 
@@ -224,7 +222,7 @@ class FrozenBf16(TrainerCallback):
         try:
             yield
         finally:
-            self.cast_again()
+            self._to_bf16()
 
 
 def frozen_linears(model: Any) -> dict[str, Any]:
