@@ -14,6 +14,7 @@ import random
 import pytest
 
 from tests.conftest import write_jsonl
+from tunery import hookimpl
 
 
 def _rows(n: int, seed: int = 0) -> list:
@@ -144,8 +145,10 @@ def test_opening_a_split_reads_its_index_only_and_datasets_reads_the_file(tiny_l
     assert len(fresh) == 10 and fresh.lengths().tolist() == [len(e["input_ids"]) for e in written]
     assert fresh.select(range(10))._mapped is fresh._mapped and fresh._mapped.batches == [None] * 3
     assert fresh[9] == written[9] and [b is not None for b in fresh._mapped.batches] == [False, False, True]
-    table = datasets.Dataset.from_file(fresh.path)  # a plain Arrow IPC stream
-    assert [json.loads(e) for e in table["example"]] == written and table["length"] == fresh.lengths().tolist()
+    table = datasets.Dataset.from_file(fresh.path)  # a plain Arrow IPC stream, token lists typed
+    assert table.features["tokens"].feature.feature.dtype == "int32"
+    assert table["tokens"] == [[e["input_ids"], e["labels"]] for e in written]
+    assert table["length"] == fresh.lengths().tolist() and table["rest"] == [None] * 10
 
 
 def _old_pack(examples, max_length):
@@ -190,17 +193,11 @@ def test_writing_a_split_holds_one_chunk_at_a_time(tmp_path, monkeypatch):
     does not grow with the number of chunks (a view into each chunk once kept them all)."""
     import tracemalloc
 
-    import numpy as np
-    import pyarrow as pa
-
     from tunery import datastore
 
     def chunks(n):
         for k in range(n):
-            sizes = np.full(200, 300, dtype=np.int32)
-            examples = [json.dumps({"input_ids": [k] * 300, "labels": [k] * 300})] * 200
-            batch = pa.record_batch([pa.array(examples), pa.array(sizes), pa.array([False] * 200)],
-                                    schema=datastore._schema())
+            batch = datastore.examples_batch([{"input_ids": [k] * 300, "labels": [k] * 300}] * 200)
             yield batch.serialize().to_pybytes(), [], 0, 0, {}, True
 
     peaks = {}
@@ -212,3 +209,93 @@ def test_writing_a_split_holds_one_chunk_at_a_time(tmp_path, monkeypatch):
         tracemalloc.stop()
         assert len(written.examples) == 200 * n and written.examples[-1]["input_ids"][0] == n - 1
     assert peaks[40] < 2 * peaks[4], peaks  # 10x the chunks, not 10x the memory
+
+
+class _Formatters:
+    """A plugin object that registers the given formatters."""
+
+    def __init__(self, *formatters):
+        self.formatters = formatters
+
+    @hookimpl
+    def tunery_register_formatters(self, registry):
+        for formatter in self.formatters:
+            registry.add(formatter)
+
+
+def _text_config(tiny_lm, tmp_path, path, name, **data):
+    return {"model": tiny_lm, "output_dir": str(tmp_path / "run"), "method": "lora", "format": name,
+            "data": {"train": [str(path)], "max_length": 64, "on_bad_row": "skip", "cache": False, **data}}
+
+
+def test_a_formatters_format_batch_gets_whole_chunks_and_its_row_errors_keep_their_numbers(tiny_lm, tmp_path,
+                                                                                              monkeypatch):
+    from tunery import Engine, Formatter, RowError, datastore, encode_batch
+
+    class Batched(Formatter):
+        name, task, calls = "batched", "causal_lm", []
+
+        def format_batch(self, rows, tokenizer, options, run):
+            self.calls.append(len(rows))
+            texts = [row.get("text") for row in rows]
+            ids = iter(encode_batch(tokenizer, [t for t in texts if isinstance(t, str)]))
+            return [RowError("no text", "the row has no 'text'") if not isinstance(t, str) else
+                    {"input_ids": (i := next(ids)), "labels": list(i)} for t in texts]
+
+    monkeypatch.setattr(datastore, "CHUNK", 4)
+    rows = [{"text": f"row {n} of the file"} for n in range(1, 11)]
+    rows[5] = {"other": 1}
+    path = write_jsonl(tmp_path / "rows.jsonl", rows)
+    prepared = Engine(plugins=[_Formatters(Batched())]).prepare_data(
+        _text_config(tiny_lm, tmp_path, path, "batched", workers=1))
+    assert Batched.calls == [4, 4, 2]
+    assert [str(p) for p in prepared.train.problems] == [f"{path}:6: no text: the row has no 'text'"]
+    assert len(prepared.train.examples) == 9 and prepared.train.examples[5]["input_ids"]
+
+
+def test_a_formatter_that_crashes_is_named_with_the_row_it_failed_on(tiny_lm, tmp_path, monkeypatch):
+    from tunery import Engine, Formatter, PluginError, datastore
+
+    class Crashy(Formatter):
+        name, task = "crashy", "causal_lm"
+
+        def format(self, row, tokenizer, options, run):
+            return {"input_ids": [1, 2], "labels": [1, 2], "x": 1 / len(row["text"])}
+
+    class Miscounts(Formatter):
+        name, task = "miscounts", "causal_lm"
+
+        def format_batch(self, rows, tokenizer, options, run):
+            return [{"input_ids": [1, 2], "labels": [1, 2]}]
+
+    monkeypatch.setattr(datastore, "CHUNK", 4)
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"text": "ab"}] * 6 + [{"text": ""}] + [{"text": "c"}] * 3)
+    engine = Engine(plugins=[_Formatters(Crashy(), Miscounts())])
+    with pytest.raises(PluginError, match=rf"formatter 'crashy' \(plugin '.*'\) failed on {path}:7: "
+                                          "ZeroDivisionError: division by zero"):
+        engine.prepare_data(_text_config(tiny_lm, tmp_path, path, "crashy", workers=2))  # in a worker process
+    with pytest.raises(PluginError, match="formatter 'miscounts' .* returned 1 results from format_batch for 4 rows"):
+        engine.prepare_data(_text_config(tiny_lm, tmp_path, path, "miscounts", workers=1))
+
+
+def test_token_lists_are_stored_typed_and_anything_else_exactly_as_the_formatter_returned_it():
+    """int32 token lists go to the typed column; a float (pyarrow would truncate it), a bool, null,
+    text, a number too large for int32, or a key that is not a token list come back unchanged."""
+    import pyarrow as pa
+
+    from tunery import datastore
+
+    def stored(examples):
+        batch = datastore.examples_batch(examples)
+        read = datastore._Batch(pa.ipc.read_record_batch(batch.serialize(), datastore._schema()))
+        return batch.column(0).to_pylist(), [read.example(i) for i in range(len(examples))]
+
+    typed = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"_tag": "x", "input_ids": [1], "labels": 3}]
+    column, back = stored(typed)
+    assert column == [[[5, 6, 7], [-100, 6, 7]], [[1]]] and back == typed
+    assert [list(e) for e in back] == [list(e) for e in typed]  # the keys keep their order
+    for odd in ([0.5, 1], [1, 2.0], [True, 1], [None], ["7"], [2 ** 31], [[1]]):
+        examples = [{"input_ids": [1, 2], "labels": [1, 2]}, {"input_ids": [3], "soft_labels": odd}]
+        column, back = stored(examples)
+        assert back == examples and [type(v) for v in back[1]["soft_labels"]] == [type(v) for v in odd], odd
+        assert column == [[], []], odd  # the chunk is kept as JSON

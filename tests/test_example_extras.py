@@ -53,7 +53,7 @@ def test_installed_package_registers_a_member_of_every_family(extras_site):
     info = {p["name"]: p for p in json.loads(out.stdout)}["extras"]
     assert info["status"] == "ok" and info["distribution"] == "tunery-extras"
     assert info["members"] == {"methods": ["lnfit"], "objectives": ["focal"], "extensions": ["shrink"],
-                               "formatters": ["qa"], "quantizers": [], "evaluators": ["token_accuracy"],
+                               "formatters": ["qa", "qa_fast"], "quantizers": [], "evaluators": ["token_accuracy"],
                                "rewards": [], "constraints": []}
 
 
@@ -99,6 +99,13 @@ class TestShrink(ExtensionConformance):
 
 class TestQA(FormatterConformance):
     format, plugins = "qa", (extras,)
+    good = [{"question": "What is 2 plus 2?", "answer": "4"}, {"question": "Capital of France?", "answer": "Paris"}]
+    bad = [({"question": "No answer here", "answer": ""}, "empty text")]
+    trained = [" 4<|endoftext|>", " Paris<|endoftext|>"]
+
+
+class TestFastQA(FormatterConformance):
+    format, plugins = "qa_fast", (extras,)
     good = [{"question": "What is 2 plus 2?", "answer": "4"}, {"question": "Capital of France?", "answer": "Paris"}]
     bad = [({"question": "No answer here", "answer": ""}, "empty text")]
     trained = [" 4<|endoftext|>", " Paris<|endoftext|>"]

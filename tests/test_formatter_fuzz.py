@@ -1,5 +1,6 @@
 """Every registered formatter, fed generated rows: each row either becomes examples or is reported
 as a bad row with its file and row number; never an uncaught exception, never a silently dropped row.
+A chunk of rows formats as the rows do one by one, and is stored and read back unchanged.
 
 Row shapes per formatter are registered in ROWS (one place); a formatter without an entry gets the
 generic rows. A new formatter joins automatically once its plugin is installed.
@@ -7,11 +8,12 @@ generic rows. A new formatter joins automatically once its plugin is installed.
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tunery import Engine
+from tunery import Engine, datastore
 from tunery.data import Problem, Row, Source, format_rows
 from tunery.errors import DataError
 from tunery import RunContext
@@ -93,9 +95,12 @@ def test_every_row_formats_or_is_reported_with_its_number(setups, name):
                                                         options) or ["neg", "pos"]
             except DataError:
                 return  # a typed, user-facing error about the whole data set
+        one_by_one: tuple[list, list] = ([], [])
         for row in rows:
             problems: list[Problem] = []
             examples, _, dropped = format_rows([row], formatter, options, run.tokenizer, run, problems)
+            one_by_one[0].extend(examples)
+            one_by_one[1].extend(map(str, problems))
             outcomes = [bool(examples), bool(problems), bool(dropped)]  # dropped: too long, counted (truncation=drop)
             assert outcomes.count(True) == 1, f"row {row.values!r}: examples={examples} problems={problems}"
             if problems:
@@ -103,6 +108,14 @@ def test_every_row_formats_or_is_reported_with_its_number(setups, name):
             for example in examples:
                 ids = [v for k, v in example.items() if k.endswith("input_ids")]
                 assert ids and all(seq and all(isinstance(i, int) for i in seq) for seq in ids)
+        # the pipeline formats a chunk of rows at once (format_batch): the same as one by one
+        problems = []
+        together, _, _ = format_rows(rows, formatter, options, run.tokenizer, run, problems)
+        assert (together, [str(p) for p in problems]) == one_by_one
+        # and stores them (token lists typed, the rest as JSON) exactly as they were
+        stored = datastore._Batch(pa.ipc.read_record_batch(datastore.examples_batch(together).serialize(),
+                                                           datastore._schema()))
+        assert list(stored.examples()) == together and [stored.example(i) for i in range(len(together))] == together
 
     check()
 

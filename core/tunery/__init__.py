@@ -28,7 +28,8 @@ _LAZY = {
     "Row": "data", "Source": "data", "Problem": "data", "load_rows": "data", "problems_message": "data", "expand_paths": "data", "format_rows": "data", "note": "data",
     "IGNORE_INDEX": "collate", "add_example_values": "datastore", "precompute_values": "preference", "Collator": "collate", "labelled_logits": "loss", "loss_and_logits": "loss",
     "text_column": "text", "prompt_response": "text", "chat_prompt_response": "text", "has_chat_template": "text",
-    "encode": "text", "bos_ids": "text", "eos_ids": "text", "missing": "text",
+    "encode": "text", "encode_batch": "text", "prompt_response_batch": "text", "bos_ids": "text", "eos_ids": "text",
+    "missing": "text",
     "ROLES": "chat", "read_messages": "chat", "render": "chat", "trained_messages": "chat", "content_text": "chat",
     "read_tools": "chat",
     # methods and quantizers built on peft / bitsandbytes

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from .errors import DataError, RowError
+from .errors import DataError, PluginError, RowError, TuneryError
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".conll")
 HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+(:[\w.-]+)?")
@@ -492,11 +492,15 @@ def _format_rows(rows, formatter, options, tokenizer, run, problems):
     data = run.config.data
     examples: list[dict] = []
     truncated = dropped = 0
+    formatted = iter(_format_batch([row for row in rows if isinstance(row.values, dict)], formatter, options,
+                                   tokenizer, run))
     for row in rows:
         try:
             if not isinstance(row.values, dict):
                 raise RowError("wrong type", f"a row must be an object, got {type(row.values).__name__}")
-            produced = formatter.format(row.values, tokenizer, options, run)
+            produced = next(formatted)
+            if isinstance(produced, RowError):
+                raise produced
             produced = produced if isinstance(produced, list) else [produced]
             if data.control:
                 produced = [add_control(example, row.values, data.control, tokenizer) for example in produced]
@@ -523,6 +527,47 @@ def _format_rows(rows, formatter, options, tokenizer, run, problems):
             continue
         examples.extend(fitted)
     return examples, truncated, dropped
+
+
+def _format_batch(rows: list[Row], formatter, options, tokenizer, run) -> list:
+    """The formatter's ``format_batch`` for ``rows``: one entry per row. A formatter that fails
+    with anything but a RowError is a PluginError naming it and the row it failed on."""
+    if not rows:
+        return []
+    try:
+        out = formatter.format_batch([row.values for row in rows], tokenizer, options, run)
+    except (TuneryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is reported by name and row
+        raise _formatter_failed(rows, formatter, options, tokenizer, run, exc) from exc
+    if not isinstance(out, list) or len(out) != len(rows):
+        got = f"{len(out)} results" if isinstance(out, list) else type(out).__name__
+        raise PluginError(f"{_formatter_name(formatter, run)} returned {got} from format_batch for {len(rows)} "
+                          "rows; it must return one entry per row (an example, a list of them, or a RowError)")
+    return out
+
+
+def _formatter_failed(rows: list[Row], formatter, options, tokenizer, run, exc: Exception) -> PluginError:
+    """The PluginError for a formatter that crashed on a chunk: the first row ``format`` also
+    fails on, else the chunk's span."""
+    where, cause = f"the rows {rows[0].source} to {rows[-1].source}", exc
+    for row in rows:
+        try:
+            formatter.format(row.values, tokenizer, options, run)
+        except RowError:
+            continue
+        except Exception as found:  # noqa: BLE001
+            where, cause = str(row.source), found
+            break
+    return PluginError(f"{_formatter_name(formatter, run)} failed on {where}: {type(cause).__name__}: {cause}")
+
+
+def _formatter_name(formatter, run) -> str:
+    try:
+        plugin = run.engine.host.plugin_of("formatters", formatter.name).name
+    except Exception:  # noqa: BLE001 - a formatter used without a registry
+        return f"formatter '{formatter.name}'"
+    return f"formatter '{formatter.name}' (plugin '{plugin}')"
 
 
 def add_control(example: dict, values: Mapping[str, Any], columns: list[str], tokenizer) -> dict:
@@ -570,7 +615,7 @@ def fit_length(example: dict, max_length: int, policy: str) -> tuple[dict, int]:
 def check_trainable(example: dict, task: str) -> None:
     """A causal-LM example whose labels are all masked teaches nothing: a bad row, not a silent one."""
     for key, value in example.items():
-        if key.endswith("labels") and isinstance(value, list) and value and all(v == -100 for v in value):
+        if key.endswith("labels") and isinstance(value, list) and value and value.count(IGNORE) == len(value):
             raise RowError("no trainable token", "every label is masked (nothing to learn in this row, "
                                                  "or the prompt fills data.max_length)")
 

@@ -2,19 +2,23 @@
 read back memory-mapped, so that a data set of a million rows never sits in memory.
 
 A split's file ``<split>.arrow`` is an Arrow IPC stream (what ``datasets.Dataset.from_file``
-reads) with one record batch per chunk of :data:`CHUNK` rows and three columns: ``example``
-(the example as JSON, exactly what the formatter returned), ``length`` (its longest token list:
-``input_ids`` for a causal-LM example) and ``augmented`` (made by an extension from another row). Chunks are
-formatted in ``data.workers`` processes and written in row order, so the examples, their order
-and the bad rows' numbers do not depend on the number of workers. Beside it, ``<split>.index.npz``
-holds where each batch starts in the file and every example's length and flag: opening a split
-reads that index only, and a batch's pages are touched when one of its examples is read.
+reads) with one record batch per chunk of :data:`CHUNK` rows. An example's token lists (the
+values of its keys ending in ``input_ids``, ``labels`` or ``attention_mask``) are the typed
+column ``tokens`` (list of int32 lists), their names (and the key order) the JSON text ``keys``;
+whatever else the formatter returned is the JSON text
+``rest`` (null when nothing else). ``length`` is its longest token list and ``augmented`` says
+an extension made it from another row. Chunks are formatted in ``data.workers`` processes and
+written in row order, so the examples, their order and the bad rows' numbers do not depend on
+the number of workers. Beside it, ``<split>.index.npz`` holds where each batch starts in the
+file and every example's length and flag: opening a split reads that index only, and a batch's
+pages are touched when one of its examples is read.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import json
 import os
 import shutil
@@ -50,16 +54,48 @@ class _Mapped:
             self.offsets, self.starts = index["offsets"], index["starts"]
             self.length, self.augmented = index["length"], index["augmented"]
         self.buffer = pa.memory_map(path).read_buffer()
-        self.batches: list = [None] * (len(self.starts) - 1)
+        self.batches: list[_Batch | None] = [None] * (len(self.starts) - 1)
 
-    def column(self, k: int):
-        """The ``example`` column of batch ``k``."""
+    def batch(self, k: int) -> _Batch:
+        """Record batch ``k``, decoded."""
         if self.batches[k] is None:
             import pyarrow as pa
 
             message = pa.ipc.read_message(self.buffer.slice(int(self.offsets[k])))
-            self.batches[k] = pa.ipc.read_record_batch(message, _schema()).column(0)
+            self.batches[k] = _Batch(pa.ipc.read_record_batch(message, _schema()))
         return self.batches[k]
+
+
+class _Batch:
+    """One record batch's columns as numpy views of the mapped file: an example is rebuilt from
+    its token lists (slices of one int32 buffer), their names and its JSON rest."""
+
+    def __init__(self, batch: Any):
+        tokens = batch.column(0)
+        self.outer = tokens.offsets.to_numpy()  # example -> its token lists
+        self.inner = tokens.values.offsets.to_numpy()  # token list -> its values
+        self.values = tokens.values.values.to_numpy()
+        self.keys, self.rest = batch.column(1), batch.column(2)
+        self.entries: dict[str, list] = {}  # a keys entry -> [names, order]
+
+    def example(self, i: int, rest: str | None = None, keys: str | None = None) -> dict:
+        keys = self.keys[i].as_py() if keys is None else keys
+        entry = self.entries.get(keys)
+        if entry is None:
+            entry = self.entries[keys] = json.loads(keys)
+        names, order = entry
+        inner, values, first = self.inner, self.values, int(self.outer[i])
+        example = {name: values[inner[first + n]:inner[first + n + 1]].tolist() for n, name in enumerate(names)}
+        rest = self.rest[i].as_py() if rest is None else rest
+        if rest:
+            example.update(json.loads(rest))
+            if order:
+                example = {key: example[key] for key in order}
+        return example
+
+    def examples(self) -> Iterator[dict]:
+        for i, (keys, rest) in enumerate(zip(self.keys.to_pylist(), self.rest.to_pylist())):
+            yield self.example(i, rest or "", keys)
 
 
 def _index_path(path: str | os.PathLike) -> Path:
@@ -102,7 +138,7 @@ class ArrowExamples(Sequence):
 
         mapped, at = self._open(), self._position(i)
         k = int(np.searchsorted(mapped.starts, at, side="right")) - 1
-        example = json.loads(mapped.column(k)[at - int(mapped.starts[k])].as_py())
+        example = mapped.batch(k).example(at - int(mapped.starts[k]))
         if self._added:
             i = i + len(self) if i < 0 else i
             example.update({name: values[i] for name, values in self._added.items()})
@@ -114,7 +150,7 @@ class ArrowExamples(Sequence):
             return
         mapped = self._open()
         for k in range(len(mapped.batches)):
-            yield from map(json.loads, mapped.column(k).to_pylist())
+            yield from mapped.batch(k).examples()
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other))
@@ -230,28 +266,71 @@ _JOB: dict = {}  # what the worker processes format with (inherited when they fo
 def _format_chunk(rows: list) -> tuple:
     """Format one chunk of rows (in a worker, or in this process); returns the chunk's Arrow
     record batch (serialised) and its accounting."""
-    import pyarrow as pa
-
     from .packing import can_pack
 
     job = _JOB
     problems: list = []
     notes = collections.Counter()
-    examples, truncated, dropped = datapipe.format_rows(rows, job["formatter"], job["options"], job["tokenizer"],
-                                                        job["run"], problems, notes)
-    batch = pa.record_batch([
-        pa.array([json.dumps(ex) for ex in examples], pa.string()),
-        pa.array(lengths(examples), pa.int32()),
-        pa.array(augmented_flags(examples), pa.bool_()),
-    ], schema=_schema())
-    return (batch.serialize().to_pybytes(), problems, truncated, dropped, dict(notes),
+    collecting = gc.isenabled()
+    gc.disable()  # a chunk makes ~10 lists a row and few cycles: collecting during it costs ~15%
+    try:
+        examples, truncated, dropped = datapipe.format_rows(rows, job["formatter"], job["options"], job["tokenizer"],
+                                                            job["run"], problems, notes)
+    finally:
+        if collecting:
+            gc.enable()
+    return (examples_batch(examples).serialize().to_pybytes(), problems, truncated, dropped, dict(notes),
             can_pack(examples) if examples else None)
+
+
+def examples_batch(examples: list[dict]) -> Any:
+    """The Arrow record batch (:func:`_schema`) that stores ``examples``: their token lists typed
+    when every one of the chunk is a list of integers that fits int32, else all in ``rest``."""
+    import pyarrow as pa
+
+    split = [_split_example(example) for example in examples]
+    tokens = _token_column([lists for _, lists, _ in split])
+    if tokens is None:  # something that is not a token id: kept exactly, as JSON
+        split = [(((), None), [], example) for example in examples]
+        tokens = _token_column([[]] * len(examples))
+    entries: dict = {}
+    keys = pa.array([entries.get(names) or entries.setdefault(names, json.dumps(names)) for names, _, _ in split],
+                    pa.string())
+    rest = pa.array([json.dumps(r) if r else None for _, _, r in split], pa.string())
+    return pa.record_batch([tokens, keys, rest, pa.array(lengths(examples), pa.int32()),
+                            pa.array(augmented_flags(examples), pa.bool_())], schema=_schema())
+
+
+def _split_example(example: dict) -> tuple:
+    """(key entry, token lists, rest) of an example; the entry is (token list names, the key order
+    when the rest would change it)."""
+    names = [k for k, v in example.items() if isinstance(v, list) and k.endswith(datapipe.SEQUENCE_KEYS)]
+    if len(names) == len(example):
+        return (tuple(names), None), [example[k] for k in names], None
+    rest = {k: v for k, v in example.items() if k not in names}
+    order = list(example)
+    keep = None if order == names + list(rest) else tuple(order)
+    return (tuple(names), keep), [example[k] for k in names], rest
+
+
+def _token_column(lists: list[list]) -> Any:
+    """``lists`` (per example, its token lists) as a list<list<int32>> array, or None when a value
+    is not a Python int (a float, a bool, null, text...) or does not fit int32."""
+    import pyarrow as pa
+
+    try:  # a list's sum is an int only when it holds ints (and bools, which pyarrow refuses)
+        if not all(type(sum(seq)) is int for example in lists for seq in example):
+            return None  # a float (pyarrow would truncate it without a word), a numpy number...
+        return pa.array(lists, _schema().field(0).type)
+    except (TypeError, pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None  # null, text, a bool, too large for int32
 
 
 def _schema():
     import pyarrow as pa
 
-    return pa.schema([("example", pa.string()), ("length", pa.int32()), ("augmented", pa.bool_())])
+    return pa.schema([("tokens", pa.list_(pa.list_(pa.int32()))), ("keys", pa.string()),
+                      ("rest", pa.string()), ("length", pa.int32()), ("augmented", pa.bool_())])
 
 
 def _chunks(rows: Iterable, size: int) -> Iterator[list]:
@@ -301,8 +380,8 @@ def _format_to_arrow(rows: Iterable, path: Path, workers: int, what: str | None,
             offsets.append(sink.tell())
             sink.write(data)
             counts.append(batch.num_rows)
-            lengths_.append(batch.column(1).to_numpy().copy())  # not a view that keeps the chunk alive
-            flags.append(batch.column(2).to_numpy(zero_copy_only=False))
+            lengths_.append(batch.column(3).to_numpy().copy())  # not a view that keeps the chunk alive
+            flags.append(batch.column(4).to_numpy(zero_copy_only=False))
             problems.extend(found)
             totals["truncated"] += truncated
             totals["dropped"] += dropped

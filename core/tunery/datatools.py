@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("tunery")
 MARK_OPEN, MARK_CLOSE = "\u27e6", "\u27e7"  # ⟦trained⟧ spans in previews
-CACHE_VERSION = "4"  # 3: Arrow files; 4: with their index (offsets, lengths)
+CACHE_VERSION = "5"  # 3: Arrow files; 4: with their index (offsets, lengths); 5: typed token lists
 
 
 @dataclasses.dataclass
@@ -199,11 +199,13 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 def _code_fingerprint(engine: Engine) -> str:
-    """sha256 of the formatting code: every formatter's module and tunery's data helpers."""
-    from . import chat, text
+    """sha256 of the formatting code: every formatter's module and tunery's data helpers (the
+    formatter base class and the Arrow store among them)."""
+    from . import chat, datastore, members, text
 
     modules = ({sys.modules[type(m).__module__] for m in engine.formatters}
-               | {sys.modules[type(m).__module__] for m in engine.extensions if _on_rows(m)} | {datapipe, chat, text})
+               | {sys.modules[type(m).__module__] for m in engine.extensions if _on_rows(m)}
+               | {datapipe, chat, text, members, datastore})
     h = hashlib.sha256(CACHE_VERSION.encode())
     for path in sorted(filter(None, (inspect.getsourcefile(m) for m in modules))):
         h.update(Path(path).read_bytes())

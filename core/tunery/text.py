@@ -40,10 +40,20 @@ def missing(row: Mapping[str, Any], column: str) -> RowError:
 def encode(tokenizer: Any, text: str) -> list[int]:
     """Token ids of ``text`` without special tokens (straight from the Rust tokenizer when that is
     what ``tokenizer(text)`` would call: the same ids, about half the time)."""
+    return encode_batch(tokenizer, [text])[0]
+
+
+def encode_batch(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids of each of ``texts`` without special tokens, in one call to the tokenizer: the
+    ids :func:`encode` gives one text at a time."""
+    if not texts:
+        return []
     backend = _rust_backend(tokenizer)
     if backend is not None:
-        return backend.encode(text, add_special_tokens=False).ids
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(texts) == 1:
+            return [backend.encode(texts[0], add_special_tokens=False).ids]
+        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)]
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 def _rust_backend(tokenizer: Any) -> Any:
@@ -100,12 +110,33 @@ def prompt_response(tokenizer: Any, prompt: str, response: str, *, add_eos: bool
     """``{"input_ids", "labels"}`` for ``prompt + response (+eos)`` with the prompt masked.
 
     ``prompt_is_rendered`` means ``prompt`` came from a chat template and already holds any bos."""
-    prompt_ids = ([] if prompt_is_rendered else bos_ids(tokenizer)) + encode(tokenizer, prompt)
-    response_ids = encode(tokenizer, response) + (eos_ids(tokenizer) if add_eos else [])
-    if not response_ids:
-        raise RowError("empty response", "the response has no tokens")
-    return {"input_ids": prompt_ids + response_ids,
-            "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids}
+    example = prompt_response_batch(tokenizer, [prompt], [response], add_eos=add_eos,
+                                    prompt_is_rendered=prompt_is_rendered)[0]
+    if isinstance(example, RowError):
+        raise example
+    return example
+
+
+def prompt_response_batch(tokenizer: Any, prompts: list[str], responses: list[str], *, add_eos: bool = True,
+                          prompt_is_rendered: bool = False) -> list[dict | RowError]:
+    """:func:`prompt_response` for each pair of ``prompts`` and ``responses``, tokenized together;
+    a pair whose response has no tokens gets a RowError in its place."""
+    bos = [] if prompt_is_rendered else bos_ids(tokenizer)
+    eos = eos_ids(tokenizer) if add_eos else []
+    encoded = encode_batch(tokenizer, [*prompts, *responses])
+    out: list = []
+    for ids, response_ids in zip(encoded[:len(prompts)], encoded[len(prompts):]):
+        response_ids += eos
+        if not response_ids:
+            out.append(RowError("empty response", "the response has no tokens"))
+            continue
+        if bos:
+            ids[:0] = bos
+        labels = [IGNORE_INDEX] * len(ids)
+        labels += response_ids
+        ids += response_ids
+        out.append({"input_ids": ids, "labels": labels})
+    return out
 
 
 def chat_prompt_response(tokenizer: Any, messages: list[dict], response: str | list[dict], *,

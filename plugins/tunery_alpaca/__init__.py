@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from tunery import Formatter, RowError, chat_prompt_response, has_chat_template, hookimpl, prompt_response, text_column
+from tunery import (Formatter, RowError, chat_prompt_response, has_chat_template, hookimpl, prompt_response_batch,
+                    text_column)
 
 PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 PROMPT_WITH_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
@@ -32,32 +33,54 @@ class Alpaca(Formatter):
     task = "causal_lm"
     Options = AlpacaOptions
 
-    def format(self, row, tokenizer, options, run):
-        instruction = text_column(row, options.instruction)
-        extra = text_column(row, options.input, required=False)
-        output = text_column(row, options.output)
-        system = text_column(row, options.system, required=False)
-        history = self._history(row, options.history)
-        use_chat = options.template == "chat" or (options.template == "auto" and has_chat_template(tokenizer))
-        if use_chat:
-            if not has_chat_template(tokenizer):
-                raise RowError("no chat template", "format.template=chat but the tokenizer has no chat template")
-            messages = [{"role": "system", "content": system}] if system else []
-            for user, assistant in history:
-                messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-            messages.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction})
-            return chat_prompt_response(tokenizer, messages, output)
-        prompt = ""
-        if system:
-            prompt += system + "\n\n"
+    def format_batch(self, rows, tokenizer, options, run):
+        has_template = has_chat_template(tokenizer)
+        use_chat = options.template == "chat" or (options.template == "auto" and has_template)
+        out, prompts, outputs, where = [], [], [], []
+        for row in rows:  # each row's prompt (or its error); the text prompts are tokenized together
+            try:
+                instruction, extra, output, system, history = self._fields(row, options)
+                if use_chat:
+                    if not has_template:
+                        raise RowError("no chat template", "format.template=chat but the tokenizer has no chat template")
+                    out.append(chat_prompt_response(tokenizer, self._messages(instruction, extra, system, history),
+                                                    output))
+                    continue
+                prompt = self._prompt(instruction, extra, system, history, options)
+            except RowError as exc:
+                out.append(exc)
+                continue
+            where.append(len(out))
+            out.append(None)
+            prompts.append(prompt)
+            outputs.append(output)
+        for at, example in zip(where, prompt_response_batch(tokenizer, prompts, outputs)):
+            out[at] = example
+        return out
+
+    def _fields(self, row, options):
+        return (text_column(row, options.instruction), text_column(row, options.input, required=False),
+                text_column(row, options.output), text_column(row, options.system, required=False),
+                self._history(row, options.history))
+
+    @staticmethod
+    def _messages(instruction, extra, system, history):
+        messages = [{"role": "system", "content": system}] if system else []
+        for user, assistant in history:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        messages.append({"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction})
+        return messages
+
+    @staticmethod
+    def _prompt(instruction, extra, system, history, options):
+        prompt = system + "\n\n" if system else ""
         template = options.prompt_with_input if extra else options.prompt
         try:
             for user, assistant in history:
                 prompt += options.prompt.format(instruction=user, input="") + assistant + "\n\n"
-            prompt += template.format(instruction=instruction, input=extra)
+            return prompt + template.format(instruction=instruction, input=extra)
         except (KeyError, IndexError) as exc:
             raise RowError("bad template", f"format.prompt uses an unknown field {exc}") from None
-        return prompt_response(tokenizer, prompt, output)
 
     @staticmethod
     def _history(row, column):

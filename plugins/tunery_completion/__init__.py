@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tunery import Formatter, RowError, bos_ids, encode, eos_ids, hookimpl, text_column
+from tunery import Formatter, RowError, bos_ids, encode_batch, eos_ids, hookimpl, text_column
 
 
 @dataclasses.dataclass
@@ -23,16 +23,32 @@ class Completion(Formatter):
     task = "causal_lm"
     Options = CompletionOptions
 
-    def format(self, row, tokenizer, options, run):
-        text = text_column(row, options.text)
-        ids = bos_ids(tokenizer) + encode(tokenizer, text) + (eos_ids(tokenizer) if options.add_eos else [])
+    def format_batch(self, rows, tokenizer, options, run):
         size = run.config.data.max_length
         if options.stride >= size:
-            raise RowError("bad option", f"format.stride ({options.stride}) must be below data.max_length ({size})")
-        if len(ids) < 2:
-            raise RowError("empty text", "the text has fewer than two tokens")
-        # Windows overlap by at least one token: a window's first token is context, never predicted.
-        overlap = max(options.stride, 1)
+            error = RowError("bad option", f"format.stride ({options.stride}) must be below data.max_length ({size})")
+            return [error] * len(rows)
+        out, texts, where = [], [], []
+        for row in rows:  # each row's text (or its error); the texts are tokenized together
+            try:
+                texts.append(text_column(row, options.text))
+            except RowError as exc:
+                out.append(exc)
+                continue
+            where.append(len(out))
+            out.append(None)
+        bos, eos = bos_ids(tokenizer), eos_ids(tokenizer) if options.add_eos else []
+        for at, ids in zip(where, encode_batch(tokenizer, texts)):
+            ids = bos + ids + eos
+            out[at] = (RowError("empty text", "the text has fewer than two tokens") if len(ids) < 2
+                       else self._windows(ids, size, options.stride))
+        return out
+
+    @staticmethod
+    def _windows(ids, size, stride):
+        """Windows of ``size`` tokens; they overlap by at least one token, as a window's first
+        token is context, never predicted."""
+        overlap = max(stride, 1)
         windows, start, step = [], 0, size - overlap
         while True:
             window = ids[start:start + size]

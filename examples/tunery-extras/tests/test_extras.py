@@ -27,5 +27,12 @@ class TestQA(FormatterConformance):
     trained = [" 4<|endoftext|>", " Paris<|endoftext|>"]
 
 
+class TestFastQA(FormatterConformance):
+    format = "qa_fast"
+    good = [{"question": "What is 2 plus 2?", "answer": "4"}, {"question": "Capital of France?", "answer": "Paris"}]
+    bad = [({"question": "No answer here", "answer": ""}, "empty text")]
+    trained = [" 4<|endoftext|>", " Paris<|endoftext|>"]
+
+
 class TestTokenAccuracy(EvaluatorConformance):
     evaluator = "token_accuracy"

@@ -22,6 +22,7 @@ from tunery import (
     eos_ids,
     hookimpl,
     logits,
+    prompt_response_batch,
     text_column,
 )
 
@@ -135,6 +136,31 @@ class QA(Formatter):
         return {"input_ids": prompt + reply, "labels": [IGNORE_INDEX] * len(prompt) + reply}
 
 
+class FastQA(Formatter):
+    """``qa`` for large data sets: a chunk's rows are tokenized together (``format`` comes from
+    ``format_batch``); the prompt starts with the tokenizer's bos token where it uses one."""
+
+    name = "qa_fast"
+    description = "question/answer rows, tokenized a chunk at a time; loss on the answer"
+    task = "causal_lm"
+
+    def format_batch(self, rows, tokenizer, options, run):
+        out, prompts, answers, where = [], [], [], []
+        for row in rows:
+            try:
+                question, answer = text_column(row, "question"), text_column(row, "answer")
+            except RowError as exc:
+                out.append(exc)
+                continue
+            where.append(len(out))
+            out.append(None)
+            prompts.append(f"Q: {question}\nA:")
+            answers.append(f" {answer}")
+        for at, example in zip(where, prompt_response_batch(tokenizer, prompts, answers)):
+            out[at] = example  # an example, or the RowError of an answer with no tokens
+        return out
+
+
 # --------------------------------------------------------------------------- evaluator: measures
 
 
@@ -180,6 +206,7 @@ def tunery_register_extensions(registry):
 @hookimpl
 def tunery_register_formatters(registry):
     registry.add(QA())
+    registry.add(FastQA())
 
 
 @hookimpl
