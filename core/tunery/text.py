@@ -53,7 +53,7 @@ def encode_batch(tokenizer: Any, texts: list[str]) -> list[list[int]]:
         if len(texts) == 1:
             return [backend.encode(texts[0], add_special_tokens=False).ids]
         return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)]
-    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return [list(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]  # any tokenizer
 
 
 def _rust_backend(tokenizer: Any) -> Any:
