@@ -268,14 +268,22 @@ def test_a_formatter_that_crashes_is_named_with_the_row_it_failed_on(tiny_lm, tm
         def format_batch(self, rows, tokenizer, options, run):
             return [{"input_ids": [1, 2], "labels": [1, 2]}]
 
+    class Nothing(Formatter):
+        name, task = "nothing", "causal_lm"
+
+        def format(self, row, tokenizer, options, run):
+            return None
+
     monkeypatch.setattr(datastore, "CHUNK", 4)
     path = write_jsonl(tmp_path / "rows.jsonl", [{"text": "ab"}] * 6 + [{"text": ""}] + [{"text": "c"}] * 3)
-    engine = Engine(plugins=[_Formatters(Crashy(), Miscounts())])
+    engine = Engine(plugins=[_Formatters(Crashy(), Miscounts(), Nothing())])
     with pytest.raises(PluginError, match=rf"formatter 'crashy' \(plugin '.*'\) failed on {path}:7: "
                                           "ZeroDivisionError: division by zero"):
         engine.prepare_data(_text_config(tiny_lm, tmp_path, path, "crashy", workers=2))  # in a worker process
     with pytest.raises(PluginError, match="formatter 'miscounts' .* returned 1 results from format_batch for 4 rows"):
         engine.prepare_data(_text_config(tiny_lm, tmp_path, path, "miscounts", workers=1))
+    with pytest.raises(PluginError, match=rf"formatter 'nothing' .* gave None for {path}:1; a row's result must be"):
+        engine.prepare_data(_text_config(tiny_lm, tmp_path, path, "nothing", workers=1))
 
 
 def test_token_lists_are_stored_typed_and_anything_else_exactly_as_the_formatter_returned_it():

@@ -502,6 +502,10 @@ def _format_rows(rows, formatter, options, tokenizer, run, problems):
             if isinstance(produced, RowError):
                 raise produced
             produced = produced if isinstance(produced, list) else [produced]
+            if not produced or not all(isinstance(example, dict) for example in produced):
+                odd = next((e for e in produced if not isinstance(e, dict)), produced)
+                raise PluginError(f"{_formatter_name(formatter, run)} gave {odd!r:.80} for {row.source}; a row's "
+                                  "result must be an example (a dict), a non-empty list of them, or a RowError")
             if data.control:
                 produced = [add_control(example, row.values, data.control, tokenizer) for example in produced]
             fitted = []
