@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from .errors import DataError, PluginError, RowError, TuneryError
+from .membercalls import member_label
 
 SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".conll")
 HUB_NAME = re.compile(r"[\w.-]+/[\w.-]+(:[\w.-]+)?")
@@ -504,8 +505,8 @@ def _format_rows(rows, formatter, options, tokenizer, run, problems):
             produced = produced if isinstance(produced, list) else [produced]
             if not produced or not all(isinstance(example, dict) for example in produced):
                 odd = next((e for e in produced if not isinstance(e, dict)), produced)
-                raise PluginError(f"{_formatter_name(formatter, run)} gave {odd!r:.80} for {row.source}; a row's "
-                                  "result must be an example (a dict), a non-empty list of them, or a RowError")
+                raise PluginError(f"{member_label(run, 'formatter', formatter)} gave {odd!r:.80} for {row.source}; "
+                                  "a row's result must be an example (a dict), a non-empty list of them, or a RowError")
             if data.control:
                 produced = [add_control(example, row.values, data.control, tokenizer) for example in produced]
             fitted = []
@@ -546,8 +547,8 @@ def _format_batch(rows: list[Row], formatter, options, tokenizer, run) -> list:
         raise _formatter_failed(rows, formatter, options, tokenizer, run, exc) from exc
     if not isinstance(out, list) or len(out) != len(rows):
         got = f"{len(out)} results" if isinstance(out, list) else type(out).__name__
-        raise PluginError(f"{_formatter_name(formatter, run)} returned {got} from format_batch for {len(rows)} "
-                          "rows; it must return one entry per row (an example, a list of them, or a RowError)")
+        raise PluginError(f"{member_label(run, 'formatter', formatter)} returned {got} from format_batch for "
+                          f"{len(rows)} rows; it must return one entry per row (an example, a list of them, or a RowError)")
     return out
 
 
@@ -563,15 +564,8 @@ def _formatter_failed(rows: list[Row], formatter, options, tokenizer, run, exc: 
         except Exception as found:  # noqa: BLE001
             where, cause = str(row.source), found
             break
-    return PluginError(f"{_formatter_name(formatter, run)} failed on {where}: {type(cause).__name__}: {cause}")
-
-
-def _formatter_name(formatter, run) -> str:
-    try:
-        plugin = run.engine.host.plugin_of("formatters", formatter.name).name
-    except Exception:  # noqa: BLE001 - a formatter used without a registry
-        return f"formatter '{formatter.name}'"
-    return f"formatter '{formatter.name}' (plugin '{plugin}')"
+    return PluginError(f"{member_label(run, 'formatter', formatter)} failed on {where}: "
+                       f"{type(cause).__name__}: {cause}")
 
 
 def add_control(example: dict, values: Mapping[str, Any], columns: list[str], tokenizer) -> dict:

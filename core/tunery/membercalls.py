@@ -23,6 +23,14 @@ def member_call(run: RunContext, part: str, step: str, *args, member: Any = None
     except (TuneryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of plugin code is reported by name
+        raise PluginError(f"{member_label(run, part, member)} failed in {step}: {type(exc).__name__}: {exc}") from exc
+
+
+def member_label(run: RunContext, part: str, member: Any) -> str:
+    """``method 'x' (plugin 'y')``: how an error names a member (without the plugin when the
+    member is not in the run's registry)."""
+    try:
         plugin = run.engine.host.plugin_of(FAMILIES[part], member.name).name
-        raise PluginError(f"{part} '{member.name}' (plugin '{plugin}') failed in {step}: "
-                          f"{type(exc).__name__}: {exc}") from exc
+    except Exception:  # noqa: BLE001 - a member used without a registry
+        return f"{part} '{member.name}'"
+    return f"{part} '{member.name}' (plugin '{plugin}')"
